@@ -1,0 +1,1 @@
+"""Evaluation: tasks, generation backends, grading, paired before/after reports."""

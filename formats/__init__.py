@@ -1,0 +1,89 @@
+"""Reasoning formats: tags, system prompt, prefill, SFT rendering, answer extraction.
+
+>>> from aha.formats import get_format
+>>> fmt = get_format("unsloth")
+>>> completion = fmt.render_completion("17 + 17 = 34", "34")
+>>> completion
+'17 + 17 = 34<end_working_out><SOLUTION>34</SOLUTION>'
+>>> fmt.extract_answer(completion), fmt.check_format(completion)
+('34', True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .answers import answers_equal, clean_answer, find_last_boxed, gold_from_gsm8k, last_number, parse_number
+from .builtin import BUILTIN_FORMATS
+from .format import Format
+
+FORMATS: dict[str, Format] = {f.name: f for f in BUILTIN_FORMATS}
+_FIELDS = set(Format.__dataclass_fields__)
+
+
+def register_format(fmt: Format, overwrite: bool = False) -> Format:
+    """Add a user format to the registry so recipes can name it."""
+    if fmt.name in FORMATS and not overwrite:
+        raise ValueError(f"format {fmt.name!r} already exists (pass overwrite=True to replace it)")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def format_from_dict(spec: dict[str, Any]) -> Format:
+    """Build a format from a mapping (e.g. a YAML recipe's ``format:`` section).
+
+    If ``template`` is missing it is made from the tags:
+    ``reasoning_start{reasoning}reasoning_end answer_start{answer}answer_end``.
+
+    >>> f = format_from_dict({"name": "mine", "system_prompt": "Use the tags.",
+    ...     "reasoning_start": "<why>", "reasoning_end": "</why>",
+    ...     "answer_start": "<ans>", "answer_end": "</ans>"})
+    >>> f.render_response("because", "5")
+    '<why>because</why>\\n<ans>5</ans>'
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"a format must be a mapping, not {type(spec).__name__}")
+    unknown = sorted(set(spec) - _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown format field(s) {unknown}; known: {sorted(_FIELDS)}")
+    spec = dict(spec)
+    if "template" not in spec:
+        spec["template"] = (
+            f"{spec.get('reasoning_start', '')}{{reasoning}}{spec.get('reasoning_end', '')}\n"
+            f"{spec.get('answer_start', '')}{{answer}}{spec.get('answer_end', '')}"
+        )
+    if "eos_tokens" in spec:
+        spec["eos_tokens"] = tuple(spec["eos_tokens"])
+    try:
+        return Format(**spec)
+    except TypeError as err:  # e.g. a missing name/system_prompt
+        raise ValueError(f"bad format: {err}") from None
+
+
+def load_format(path: str | Path) -> Format:
+    """Read a format from a YAML file."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        return format_from_dict(yaml.safe_load(fh))
+
+
+def get_format(spec: str | Format | dict[str, Any]) -> Format:
+    """A format by registry name, YAML path, mapping, or the object itself."""
+    if isinstance(spec, Format):
+        return spec
+    if isinstance(spec, dict):
+        return format_from_dict(spec)
+    if isinstance(spec, str):
+        if spec in FORMATS:
+            return FORMATS[spec]
+        if spec.endswith((".yaml", ".yml")) and Path(spec).is_file():
+            return load_format(spec)
+    raise ValueError(f"unknown format {spec!r}; built in: {', '.join(FORMATS)} (or a YAML file / mapping)")
+
+
+__all__ = [
+    "FORMATS", "Format", "answers_equal", "clean_answer", "find_last_boxed", "format_from_dict",
+    "get_format", "gold_from_gsm8k", "last_number", "load_format", "parse_number", "register_format",
+]

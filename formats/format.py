@@ -1,0 +1,217 @@
+"""A reasoning format: the one definition that SFT data, rewards and eval share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from .answers import clean_answer, find_last_boxed
+
+AnswerStyle = Literal["tags", "boxed", "answer_line"]
+_PLACEHOLDER = re.compile(r"\{(reasoning|answer)\}")
+# DAPO/verl convention: the last "Answer: ..." line, looked for near the end.
+ANSWER_LINE_PATTERN = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")
+DAPO_TAIL_CHARS = 300
+DEFAULT_EOS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<｜end▁of▁sentence｜>")
+
+
+def _strip_tail(text: str, eos_tokens: tuple[str, ...]) -> str:
+    """Drop trailing whitespace and end-of-sequence tokens (in any order)."""
+    s = text.rstrip()
+    changed = True
+    while changed:
+        changed = False
+        for eos in eos_tokens:
+            if eos and s.endswith(eos):
+                s = s[: -len(eos)].rstrip()
+                changed = True
+    return s
+
+
+@dataclass(frozen=True)
+class Format:
+    """How a model is asked to reason and answer, and how its answer is read back.
+
+    Attributes:
+        name: registry name (``unsloth``, ``xml``, ...).
+        system_prompt: the system message that asks for this format.
+        template: a full assistant response, with ``{reasoning}`` and ``{answer}``
+            standing for the two parts; every other character is literal.
+        reasoning_start / reasoning_end / answer_start / answer_end: the tags, or "".
+        answer_style: ``tags`` (answer between answer tags), ``boxed`` (last
+            ``\\boxed{}`` after the reasoning) or ``answer_line`` (last ``Answer:`` line).
+        prefill: text the prompt already ends with, so completions start after it
+            (the Unsloth recipe prefills ``<start_working_out>``). Must start ``template``.
+        enable_thinking: passed to chat templates that know it (Qwen3); ``None`` = don't pass.
+
+    >>> f = Format(name="demo", system_prompt="Think, then answer.",
+    ...            template="<r>{reasoning}</r><a>{answer}</a>",
+    ...            reasoning_start="<r>", reasoning_end="</r>", answer_start="<a>", answer_end="</a>",
+    ...            prefill="<r>")
+    >>> f.render_completion("2+2 is 4", "4")
+    '2+2 is 4</r><a>4</a>'
+    >>> f.extract_answer("2+2 is 4</r><a>4</a>"), f.check_format("2+2 is 4</r><a>4</a>")
+    ('4', True)
+    """
+
+    name: str
+    system_prompt: str
+    template: str
+    reasoning_start: str = ""
+    reasoning_end: str = ""
+    answer_start: str = ""
+    answer_end: str = ""
+    answer_style: AnswerStyle = "tags"
+    prefill: str = ""
+    enable_thinking: bool | None = None
+    eos_tokens: tuple[str, ...] = field(default=DEFAULT_EOS)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a format needs a non-empty name")
+        if self.answer_style not in ("tags", "boxed", "answer_line"):
+            raise ValueError(f"format {self.name!r}: answer_style must be tags, boxed or answer_line, not {self.answer_style!r}")
+        if "{answer}" not in self.template:
+            raise ValueError(f"format {self.name!r}: template must contain {{answer}}")
+        if self.answer_style == "tags" and not (self.answer_start and self.answer_end):
+            raise ValueError(f"format {self.name!r}: tags style needs answer_start and answer_end")
+        if not self.template.startswith(self.prefill):
+            raise ValueError(f"format {self.name!r}: template must start with the prefill {self.prefill!r}")
+        for tag in self.tags:
+            if tag not in self.template:
+                raise ValueError(f"format {self.name!r}: tag {tag!r} does not occur in the template")
+
+    def strip_tail(self, text: str) -> str:
+        """``text`` without trailing whitespace and end-of-sequence tokens."""
+        return _strip_tail(text, self.eos_tokens)
+
+    # ----- the tags -------------------------------------------------------------
+    @cached_property  # read on every reward call: computed once per format
+    def tags(self) -> tuple[str, ...]:
+        """The non-empty tags, in the order they are written."""
+        return tuple(t for t in (self.reasoning_start, self.reasoning_end, self.answer_start, self.answer_end) if t)
+
+    @cached_property
+    def generated_tags(self) -> tuple[str, ...]:
+        """The tags a completion must write itself (those not already in the prefill)."""
+        return tuple(t for t in self.tags if t not in self.prefill)
+
+    # ----- prompts ----------------------------------------------------------------
+    def messages(self, question: str) -> list[dict[str, str]]:
+        """Chat messages for one question (system prompt first, if any)."""
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return msgs + [{"role": "user", "content": question}]
+
+    def build_prompt(self, tokenizer: Any, question: str) -> str:
+        """The exact prompt text: chat template + generation prompt + prefill.
+
+        Tokenizers without a chat template get the plain layout of the Unsloth
+        recipe: system text + eos, user text, then the prefill.
+        """
+        if getattr(tokenizer, "chat_template", None):
+            kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+            text = tokenizer.apply_chat_template(self.messages(question), tokenize=False, add_generation_prompt=True, **kwargs)
+        else:
+            eos = getattr(tokenizer, "eos_token", None) or ""
+            text = (self.system_prompt + eos if self.system_prompt else "") + question
+        # Some templates (Qwen3 thinking variants) already end with the prefill tag.
+        return text if self.prefill and text.endswith(self.prefill) else text + self.prefill
+
+    # ----- SFT targets --------------------------------------------------------------
+    def render_response(self, reasoning: str, answer: str) -> str:
+        """The whole assistant response for (reasoning, answer), prefill included."""
+        parts = {"reasoning": reasoning.strip(), "answer": str(answer).strip()}
+        return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], self.template)
+
+    def render_completion(self, reasoning: str, answer: str) -> str:
+        """What the model must generate after the prompt: the response minus the prefill."""
+        return self.render_response(reasoning, answer)[len(self.prefill) :]
+
+    # ----- reading answers back ---------------------------------------------------------
+    def matches_template(self, text: object) -> bool:
+        """Does ``text`` have exactly the template's layout (any reasoning, any answer,
+        multi-line allowed), with or without the prefill, ignoring trailing
+        whitespace and end-of-sequence tokens?"""
+        if not isinstance(text, str):
+            return False
+        s = _strip_tail(text, self.eos_tokens)
+        if self.prefill and not s.startswith(self.prefill):
+            s = self.prefill + s
+        literals = _PLACEHOLDER.split(self.template)[::2]  # the text around {reasoning}/{answer}
+        first, middle, last = literals[0], literals[1:-1], literals[-1].rstrip()
+        if not s.startswith(first) or not s.endswith(last):
+            return False
+        pos, end = len(first), len(s) - len(last)
+        for literal in middle:  # the earliest occurrence is the best choice for a lazy match
+            found = s.find(literal, pos)
+            if found < 0 or found + len(literal) > end:
+                return False
+            pos = found + len(literal)
+        return pos <= end
+
+    def answer_region(self, text: str) -> str:
+        """The part of a completion after the reasoning, where the answer belongs."""
+        if self.reasoning_end and self.answer_style != "tags":
+            cut = text.rfind(self.reasoning_end)
+            if cut >= 0:
+                return text[cut + len(self.reasoning_end) :]
+        return text
+
+    def extract_answer(self, text: object) -> str | None:
+        """The final answer as this format writes it, cleaned (``None`` if absent).
+
+        A ``\\boxed{}`` inside the answer tags is unwrapped, so
+        ``<SOLUTION>\\boxed{34}</SOLUTION>`` reads as ``34``.
+        """
+        if not isinstance(text, str) or not text:
+            return None
+        if self.answer_style == "tags":
+            start = text.rfind(self.answer_start)
+            if start < 0:
+                return None
+            start += len(self.answer_start)
+            end = text.find(self.answer_end, start)
+            if end < 0:
+                return None
+            answer = clean_answer(text[start:end])
+        elif self.answer_style == "boxed":
+            boxed = find_last_boxed(self.answer_region(text))
+            answer = clean_answer(boxed) if boxed is not None else ""
+        else:
+            tail = text[-DAPO_TAIL_CHARS:]
+            found = None
+            for found in ANSWER_LINE_PATTERN.finditer(tail):
+                pass
+            answer = clean_answer(found.group(1)) if found else ""
+        return answer or None
+
+    def check_format(self, text: object) -> bool:
+        """Strict compliance: every generated tag exactly once, in order, the answer
+        non-empty, nothing after it but whitespace and end-of-sequence tokens.
+        Reasoning may span many lines."""
+        if not isinstance(text, str) or not text.strip():
+            return False
+        s = _strip_tail(text, self.eos_tokens).lstrip()
+        if self.prefill.strip() and s.startswith(self.prefill.strip()):
+            s = s[len(self.prefill.strip()) :]  # the model repeated the prefilled tag: allowed
+        positions = []
+        for tag in self.generated_tags:
+            if s.count(tag) != 1:
+                return False
+            positions.append(s.find(tag))
+        if positions != sorted(positions):
+            return False
+        if self.reasoning_start and self.reasoning_start in self.generated_tags and s.find(self.reasoning_start) != 0:
+            return False
+        if self.answer_style == "tags":
+            if not s.endswith(self.answer_end):
+                return False
+            if self.reasoning_end and s[s.find(self.reasoning_end) + len(self.reasoning_end) : s.find(self.answer_start)].strip():
+                return False
+            return self.extract_answer(s) is not None
+        if self.answer_style == "boxed":
+            return self.extract_answer(s) is not None
+        last_line = s.rsplit("\n", 1)[-1]
+        return ANSWER_LINE_PATTERN.match(last_line.strip()) is not None and self.extract_answer(s) is not None

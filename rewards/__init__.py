@@ -1,0 +1,24 @@
+"""Layered, TRL-compatible reward functions.
+
+>>> from aha.rewards import get_reward
+>>> exact = get_reward("format_exact", format="unsloth")
+>>> exact(["Let me add.\\n17+17=34<end_working_out><SOLUTION>34</SOLUTION>"])
+[3.0]
+"""
+
+from .core import completion_text
+from .explain import explain
+from .layers import (
+    LAYERS, check_answer_exact, check_answer_numeric, check_dapo_answer, check_integer, check_math_verify,
+    check_number, format_approximate, format_exact, length_penalty, repetition_penalty, truncation_penalty,
+    xml_count, xml_soft_format, xml_strict_format,
+)
+from .mathverify import math_equal
+from .registry import PUBLISHED_NAMES, PUBLISHED_RECIPES, get_reward, published_rewards, reward_names
+
+__all__ = [
+    "LAYERS", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "check_answer_exact", "check_answer_numeric",
+    "check_dapo_answer", "check_integer", "check_math_verify", "check_number", "completion_text", "explain",
+    "format_approximate", "format_exact", "get_reward", "length_penalty", "math_equal", "published_rewards",
+    "repetition_penalty", "reward_names", "truncation_penalty", "xml_count", "xml_soft_format", "xml_strict_format",
+]

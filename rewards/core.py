@@ -1,0 +1,86 @@
+"""What every reward shares: reading completions and gold answers, never raising."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aha.formats import gold_from_gsm8k
+
+MODES = ("default", "faithful")
+
+
+def completion_text(completion: Any) -> str | None:
+    """The text of one completion: a string, or TRL's conversational form
+    (a list of ``{"role", "content"}`` messages, whose contents are joined).
+
+    >>> completion_text([{"role": "assistant", "content": "<SOLUTION>4</SOLUTION>"}])
+    '<SOLUTION>4</SOLUTION>'
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        content = completion.get("content")
+        return content if isinstance(content, str) else None
+    if isinstance(completion, (list, tuple)):
+        parts = [completion_text(m) for m in completion]
+        parts = [p for p in parts if p is not None]
+        return "".join(parts) if parts else None
+    return None
+
+
+def as_batch(completions: Any) -> Sequence[Any]:
+    if completions is None:
+        return ()
+    if isinstance(completions, (str, dict)):
+        return (completions,)  # one completion passed on its own
+    try:
+        return list(completions)
+    except TypeError:
+        return (completions,)
+
+
+def gold_for(golds: Any, index: int, faithful: bool) -> str | None:
+    """The gold answer of completion ``index`` from a dataset column (or ``None``)."""
+    if golds is None or isinstance(golds, (str, bytes)):
+        golds = [golds] if isinstance(golds, str) else None
+    if golds is None:
+        return None
+    try:
+        gold = golds[index]
+    except (IndexError, KeyError, TypeError):
+        return None
+    if faithful and isinstance(gold, str) and "####" not in gold:
+        return gold  # the recipes compare against the column verbatim
+    return gold_from_gsm8k(gold)
+
+
+def score_batch(completions: Any, score: Callable[..., float | None], golds: Any = None,
+                needs_gold: bool = False, faithful: bool = False) -> list[float | None]:
+    """Apply ``score(text)`` / ``score(text, gold)`` to each completion.
+
+    A completion with no text, a missing gold (when needed) or any exception gives
+    ``None`` (TRL ignores ``None`` for that function), never a crashed training run.
+    """
+    out: list[float | None] = []
+    for i, completion in enumerate(as_batch(completions)):
+        text = completion_text(completion)
+        value = None
+        if text is not None:
+            try:
+                if needs_gold:
+                    gold = gold_for(golds, i, faithful)
+                    value = score(text, gold) if gold is not None else None
+                else:
+                    value = score(text)
+            except Exception:  # a reward must never take a run down
+                value = None
+        out.append(None if value is None else float(value))
+    return out
+
+
+def check_mode(mode: str) -> bool:
+    """``True`` for faithful mode; a clear error for anything else."""
+    if mode not in MODES:
+        raise ValueError(f"unknown reward mode {mode!r}; use 'default' or 'faithful'")
+    return mode == "faithful"

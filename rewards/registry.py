@@ -1,0 +1,91 @@
+"""Rewards by name: ``get_reward(name, format=..., mode=..., **options)``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from aha.formats import get_format
+
+from .core import check_mode
+from .layers import LAYERS
+
+RewardFn = Callable[..., list]
+
+# The names the published recipes give their functions (TRL logs rewards under them).
+PUBLISHED_NAMES = {
+    "match_format_exactly": "format_exact",
+    "match_format_approximately": "format_approximate",
+    "check_answer": "check_answer_numeric",
+    "check_numbers": "check_number",
+    "xmlcount_reward_func": "xml_count",
+    "soft_format_reward_func": "xml_soft_format",
+    "strict_format_reward_func": "xml_strict_format",
+    "int_reward_func": "check_integer",
+    "correctness_reward_func": "check_answer_exact",
+}
+_PUBLISHED_BY_LAYER = {layer: name for name, layer in PUBLISHED_NAMES.items()}
+
+# The published recipes' reward lists, in their order.
+PUBLISHED_RECIPES = {
+    "unsloth": ("unsloth", ["format_exact", "format_approximate", "check_answer_numeric", "check_number"]),
+    "xml": ("xml", ["xml_count", "xml_soft_format", "xml_strict_format", "check_integer", "check_answer_exact"]),
+}
+
+
+def reward_names() -> list[str]:
+    return sorted(LAYERS)
+
+
+def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **options: Any) -> RewardFn:
+    """A TRL reward function by name, with its format, mode and options bound.
+
+    Its ``__name__`` is the layer name in default mode and the published recipe's
+    function name in faithful mode, so TRL's logs line up with the notebooks'.
+
+    >>> fn = get_reward("check_answer", format="unsloth", mode="faithful", eos_token="<|endoftext|>")
+    >>> fn.__name__, fn(["<end_working_out><SOLUTION>34</SOLUTION>"], answer=["34"])
+    ('check_answer', [5.0])
+    """
+    layer_name = PUBLISHED_NAMES.get(name, name)
+    if layer_name not in LAYERS:
+        raise ValueError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
+    faithful = check_mode(mode)
+    layer = LAYERS[layer_name]
+    accepted = inspect.signature(layer).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        keyword_only = [p for p, v in accepted.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+        raise ValueError(f"reward {layer_name!r} has no option(s) {unknown}; options: {keyword_only}")
+    bound = dict(options)
+    if "format" in accepted:
+        bound["format"] = get_format(format)
+        bound["mode"] = mode
+    # Fail now, not at the first training step, on a format the layer cannot read.
+    LAYERS[layer_name]([], **bound)
+
+    @functools.wraps(layer)
+    def reward(completions: Any = None, **columns: Any) -> list:
+        return layer(completions, **{**columns, **bound})
+
+    reward.__name__ = _PUBLISHED_BY_LAYER.get(layer_name, layer_name) if faithful else layer_name
+    reward.__qualname__ = reward.__name__
+    return reward
+
+
+def published_rewards(recipe: str, mode: str = "faithful", **options: Any) -> list[RewardFn]:
+    """The reward list of a published recipe (``unsloth`` or ``xml``), in its order.
+
+    >>> [f.__name__ for f in published_rewards("xml")]
+    ['xmlcount_reward_func', 'soft_format_reward_func', 'strict_format_reward_func', 'int_reward_func', 'correctness_reward_func']
+    """
+    if recipe not in PUBLISHED_RECIPES:
+        raise ValueError(f"unknown published recipe {recipe!r}; known: {', '.join(PUBLISHED_RECIPES)}")
+    fmt, names = PUBLISHED_RECIPES[recipe]
+    out = []
+    for name in names:
+        accepted = inspect.signature(LAYERS[name]).parameters
+        out.append(get_reward(name, format=fmt, mode=mode, **{k: v for k, v in options.items() if k in accepted}))
+    return out

@@ -1,0 +1,99 @@
+"""A reward must never take a training run down: any input gives floats or None, fast."""
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aha.formats import FORMATS
+from aha.rewards import LAYERS, get_reward
+
+TAGS_ONLY = {"format_exact", "format_approximate", "check_answer_numeric", "check_number"}
+
+
+def all_rewards():
+    for name in LAYERS:
+        for fmt in FORMATS:
+            for mode in ("default", "faithful"):
+                if mode == "faithful" and name in TAGS_ONLY and FORMATS[fmt].answer_style != "tags":
+                    continue
+                yield get_reward(name, format=fmt, mode=mode)
+
+
+REWARDS = list(all_rewards())
+PIECES = ["<start_working_out>", "<end_working_out>", "<SOLUTION>", "</SOLUTION>", "<reasoning>", "</reasoning>",
+          "<answer>", "</answer>", "<think>", "</think>", "\\boxed{", "}", "{", "Answer:", "####", "$", ",", ".",
+          "-", "/", "%", "\n", " ", "1", "34", "1,000", "0", "\\frac{1}{2}", "é", "\x00", "🙂", "<|endoftext|>"]
+tagged_text = st.lists(st.sampled_from(PIECES), max_size=25).map("".join)
+anything = st.one_of(
+    st.none(), st.integers(), st.floats(allow_nan=True), st.booleans(), st.text(max_size=200), tagged_text,
+    st.binary(max_size=20), st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": tagged_text}), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(anything, max_size=4), st.one_of(st.none(), st.lists(anything, max_size=4), anything))
+def test_never_raises_and_returns_float_or_none(completions, golds):
+    for fn in REWARDS:
+        out = fn(completions, answer=golds, completion_ids=golds)
+        assert len(out) == len(completions), fn.__name__
+        assert all(v is None or isinstance(v, float) for v in out), (fn.__name__, out)
+
+
+def test_odd_batches():
+    for fn in REWARDS:
+        assert fn(None) == []
+        assert fn([]) == []
+        assert len(fn("one bare string", answer="1")) == 1
+
+
+def test_missing_or_bad_gold_gives_none():
+    # The numeric layers need a numeric gold; math-verify reads most text as an
+    # expression, so only what its parser rejects counts as unparseable there.
+    for name, bad_gold in (("check_answer_numeric", "not a number"), ("check_number", "not a number"),
+                           ("check_math_verify", "}{")):
+        fn = get_reward(name, format="unsloth")
+        text = "x<end_working_out><SOLUTION>3</SOLUTION>"
+        assert fn([text]) == [None], name
+        assert fn([text], answer=[None]) == [None], name
+        assert fn([text], answer=[bad_gold]) == [None], name
+        assert fn([text, text], answer=["3"]) == [fn([text], answer=["3"])[0], None], name
+
+
+ADVERSARIAL = {
+    "repeated unsloth tags": "<end_working_out><SOLUTION>" * 4000,
+    "repeated closing tags": "x<end_working_out><SOLUTION>" + "1</SOLUTION> " * 8000,
+    "whitespace after close": "x<end_working_out><SOLUTION>1</SOLUTION>" + " " * 100_000 + "x",
+    "repeated xml soft": "<reasoning>" + "</reasoning><answer>" * 5000,
+    "xml lines": "<reasoning>\n" + "a\n</reasoning>\n<answer>\n" * 4000,
+    "nested braces": "\\boxed{" * 20_000 + "}" * 20_000,
+    "unclosed boxes": "\\boxed{" * 30_000,
+    "answer lines": "Answer: 1\n" * 10_000,
+    "digits": "<SOLUTION>" + "1," * 50_000,
+    "think blocks": "<think></think>" * 7000,
+}
+
+
+@pytest.mark.parametrize("label", list(ADVERSARIAL))
+def test_bounded_time_on_100kb(label):
+    text = ADVERSARIAL[label][:100_000]
+    slowest = (0.0, "")
+    for fn in REWARDS:
+        best = min(_timed(fn, text) for _ in range(3))
+        slowest = max(slowest, (best, fn.__name__))
+    assert slowest[0] < 0.020, f"{slowest[1]} took {slowest[0] * 1000:.1f} ms on {label}"
+
+
+def _timed(fn, text):
+    start = time.perf_counter()
+    fn([text], answer=["34"])
+    return time.perf_counter() - start
+
+
+def test_one_megabyte_completion():
+    text = "step " * 200_000 + "<end_working_out><SOLUTION>34</SOLUTION>"
+    for fn in REWARDS:
+        out = fn([text], answer=["34"])
+        assert len(out) == 1
