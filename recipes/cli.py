@@ -57,6 +57,48 @@ def cmd_formats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from aha.eval import HFBackend, Sampling, VLLMBackend, evaluate, load_model, load_task
+    from aha.formats import get_format
+
+    fmt = get_format(args.format)  # check cheap arguments before any model loads
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
+    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
+    adapters = args.adapter or [None]
+    if args.backend == "hf" and len(adapters) > 1:
+        raise UsageError("the hf backend takes one --adapter per run; use --backend vllm for several")
+    meta = {"model": args.model, "task": args.task, "data": args.data, "limit": args.limit, "seed": args.seed}
+    if args.backend == "vllm":
+        backend = VLLMBackend(args.model, enable_lora=args.adapter is not None)
+    for adapter in adapters:
+        if args.backend == "hf":
+            model, tokenizer = load_model(args.model, adapter=adapter, gguf_file=args.gguf_file)
+            backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
+        out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "")
+        summary = evaluate(backend, problems, out, fmt, sampling,
+                           adapter=adapter if args.backend == "vllm" else None, meta={**meta, "adapter": adapter})
+        r = summary["results"]
+        print(f"{adapter or args.model}: strict {r['accuracy_strict']:.1%}  lenient {r['accuracy_lenient']:.1%}  "
+              f"math-verify {r['accuracy_math_verify']:.1%}  format {r['format_compliance']:.1%}  "
+              f"truncated {r['truncation_rate']:.1%}  -> {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aha.eval.compare import to_markdown, write_report
+
+    report = write_report(args.before, args.after, args.out or args.after, metric=args.metric)
+    print(to_markdown(report))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aha", description="Reasoning recipes: formats, rewards, eval, GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_rewards_explain)
     rewards.add_parser("list", help="list the reward layers").set_defaults(func=cmd_rewards_list)
 
+    ev = sub.add_parser("eval", help="evaluate a model (and LoRA adapters) on a task")
+    ev.add_argument("--model", required=True, help="local folder or hub id")
+    ev.add_argument("--adapter", action="append", help="LoRA adapter folder (repeat for several with vllm)")
+    ev.add_argument("--gguf-file", help="GGUF file name inside --model (hf backend)")
+    ev.add_argument("--task", required=True, choices=["gsm8k", "dapo-math", "arith"])
+    ev.add_argument("--data", help="local jsonl/parquet in the task's schema (default: the hub)")
+    ev.add_argument("--format", default="unsloth")
+    ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    ev.add_argument("--limit", type=_positive_int)
+    ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
+    ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
+    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--n", type=_positive_int, default=1, help="samples per problem (pass@k, maj@k)")
+    ev.add_argument("--batch-size", type=_positive_int, default=16)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", required=True, help="results folder (re-running resumes)")
+    ev.set_defaults(func=cmd_eval)
+
+    cmp = sub.add_parser("compare", help="paired before/after report of two eval runs")
+    cmp.add_argument("before")
+    cmp.add_argument("after")
+    cmp.add_argument("--metric", default="lenient", choices=["strict", "lenient", "math_verify", "format_ok"])
+    cmp.add_argument("--out", help="report folder (default: the AFTER folder)")
+    cmp.set_defaults(func=cmd_compare)
+
     formats = sub.add_parser("formats", help="list the reasoning formats, or show one")
     formats.add_argument("name", nargs="?")
     formats.set_defaults(func=cmd_formats)
@@ -83,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (UsageError, ValueError, FileNotFoundError) as err:
+    except (UsageError, ValueError, FileNotFoundError, OSError) as err:
         print(f"aha: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

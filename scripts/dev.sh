@@ -15,6 +15,7 @@ setup() {
   "$PY" -m pip install -q -c constraints.txt ".[test]"
   # Installed as a wheel (not editable), so tests see exactly what users get.
   "$PY" -m pip install -q --no-deps --force-reinstall .
+  rm -rf build aha_recipes.egg-info  # build leftovers would shadow the installed metadata
 }
 
 case "${1:-test}" in

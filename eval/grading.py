@@ -1,0 +1,112 @@
+"""One sample's verdicts, and the metrics over many."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from aha.formats import answers_equal, clean_answer, get_format, last_number, parse_number
+from aha.rewards import math_equal
+
+
+def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool = False) -> dict[str, Any]:
+    """Verdicts for one completion.
+
+    - ``format_ok``: the completion follows the format exactly;
+    - ``strict``: format_ok and the format's answer equals the gold;
+    - ``lenient``: the format's answer, or failing that the last number, equals the gold;
+    - ``math_verify``: math-verify finds that same answer equivalent to the gold.
+
+    >>> g = grade("17+17=34<end_working_out><SOLUTION>34</SOLUTION>", "34")
+    >>> g["strict"], g["lenient"], g["math_verify"], g["format_ok"]
+    (True, True, True, True)
+    >>> g = grade("I think it is 34.", "34")
+    >>> g["strict"], g["lenient"], g["extracted"]
+    (False, True, '34')
+    """
+    fmt = get_format(format)
+    text = completion if isinstance(completion, str) else ""
+    format_answer = fmt.extract_answer(text)
+    format_ok = fmt.check_format(text)
+    extracted = format_answer if format_answer is not None else last_number(text)
+
+    def equal(guess: str | None) -> bool:
+        if guess is None:
+            return False
+        verdict = answers_equal(guess, gold)
+        return bool(verdict) if verdict is not None else clean_answer(guess) == clean_answer(gold)
+
+    return {
+        "extracted": extracted,
+        "format_ok": format_ok,
+        "strict": format_ok and equal(format_answer),
+        "lenient": equal(extracted),
+        "math_verify": bool(math_equal(gold, extracted)) if extracted is not None else False,
+        "truncated": bool(truncated),
+    }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (well behaved near 0 and 1).
+
+    >>> [round(x, 3) for x in wilson_interval(50, 100)]
+    [0.404, 0.596]
+    """
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), pass_at_k(4, 0, 2)
+    (0.25, 1.0, 0.0)
+    """
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(extracted: list[str | None], gold: str) -> bool:
+    """maj@k: the most common extracted answer (by value when numeric) equals the gold."""
+    keys = []
+    for answer in extracted:
+        if answer is None:
+            continue
+        value = parse_number(answer)
+        keys.append(str(value) if value is not None else clean_answer(answer))
+    if not keys:
+        return False
+    top = Counter(keys).most_common(1)[0][0]
+    return bool(answers_equal(top, gold)) or top == clean_answer(gold)
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics over per-sample rows (one row per problem; ``samples`` lists its n generations)."""
+    n = len(samples)
+    metrics: dict[str, Any] = {"problems": n}
+    if n == 0:
+        return metrics
+    for key in ("strict", "lenient", "math_verify"):
+        hits = sum(1 for s in samples if s["samples"][0][key])
+        low, high = wilson_interval(hits, n)
+        metrics[f"accuracy_{key}"] = hits / n
+        metrics[f"accuracy_{key}_ci95"] = [low, high]
+    first = [s["samples"][0] for s in samples]
+    metrics["format_compliance"] = sum(g["format_ok"] for g in first) / n
+    metrics["truncation_rate"] = sum(g["truncated"] for g in first) / n
+    metrics["mean_completion_tokens"] = sum(g["num_tokens"] for g in first) / n
+    k = min(len(s["samples"]) for s in samples)
+    if k > 1:
+        for kk in sorted({1, k}):
+            metrics[f"pass@{kk}_lenient"] = sum(
+                pass_at_k(len(s["samples"]), sum(g["lenient"] for g in s["samples"]), kk) for s in samples) / n
+        metrics[f"maj@{k}"] = sum(
+            majority_correct([g["extracted"] for g in s["samples"][:k]], s["answer"]) for s in samples) / n
+    return metrics
