@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from aha.formats import answers_equal, clean_answer, get_format, last_number, parse_number
+from aha.formats import answers_equal, answers_match, clean_answer, get_format, last_number, parse_number
 from aha.rewards import math_equal
 
 
@@ -31,17 +31,11 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     format_ok = fmt.check_format(text)
     extracted = format_answer if format_answer is not None else last_number(text)
 
-    def equal(guess: str | None) -> bool:
-        if guess is None:
-            return False
-        verdict = answers_equal(guess, gold)
-        return bool(verdict) if verdict is not None else clean_answer(guess) == clean_answer(gold)
-
     return {
         "extracted": extracted,
         "format_ok": format_ok,
-        "strict": format_ok and equal(format_answer),
-        "lenient": equal(extracted),
+        "strict": format_ok and answers_match(format_answer, gold),
+        "lenient": answers_match(extracted, gold),
         "math_verify": bool(math_equal(gold, extracted)) if extracted is not None else False,
         "truncated": bool(truncated),
     }

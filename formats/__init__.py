@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .answers import answers_equal, clean_answer, find_last_boxed, gold_from_gsm8k, last_number, parse_number
+from .answers import answers_equal, answers_match, clean_answer, find_last_boxed, gold_from_gsm8k, last_number, parse_number
 from .builtin import BUILTIN_FORMATS
 from .format import Format
 
@@ -84,6 +84,6 @@ def get_format(spec: str | Format | dict[str, Any]) -> Format:
 
 
 __all__ = [
-    "FORMATS", "Format", "answers_equal", "clean_answer", "find_last_boxed", "format_from_dict",
+    "FORMATS", "Format", "answers_equal", "answers_match", "clean_answer", "find_last_boxed", "format_from_dict",
     "get_format", "gold_from_gsm8k", "last_number", "load_format", "parse_number", "register_format",
 ]

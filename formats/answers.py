@@ -165,3 +165,15 @@ def answers_equal(guess: object, gold: object) -> bool | None:
         return None
     guess_value = parse_number(guess)
     return guess_value is not None and guess_value == gold_value
+
+
+def answers_match(guess: object, gold: object) -> bool:
+    """Equal by value when the gold is a number, else equal as cleaned strings.
+
+    >>> answers_match("$1,000", "1000"), answers_match(r"\\text{blue}", "blue"), answers_match(None, "1")
+    (True, True, False)
+    """
+    if not isinstance(guess, str) or not isinstance(gold, str):
+        return False
+    verdict = answers_equal(guess, gold)
+    return verdict if verdict is not None else clean_answer(guess) == clean_answer(gold)

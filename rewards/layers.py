@@ -17,7 +17,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from aha.formats import Format, answers_equal, clean_answer, get_format, parse_number
+from aha.formats import Format, answers_equal, answers_match, get_format, parse_number
 
 from . import faithful as published
 from .core import as_batch, check_mode, completion_text, score_batch
@@ -286,13 +286,7 @@ def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", mode: st
     fmt = get_format(format)
 
     def score(text: str, gold: str) -> float:
-        guess = fmt.extract_answer(text)
-        if guess is None:
-            return 0.0
-        equal = answers_equal(guess, gold)
-        if equal is None:
-            equal = clean_answer(guess) == clean_answer(gold)
-        return 2.0 if equal else 0.0
+        return 2.0 if answers_match(fmt.extract_answer(text), gold) else 0.0
 
     return score_batch(completions, score, golds, True)
 
