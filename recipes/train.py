@@ -1,0 +1,158 @@
+"""The two training stages on the hf backend: SFT format warmup, then LoRA GRPO on top of
+its adapter. Each writes ``<stage>/adapter`` when done and checkpoints on the way, so a
+killed run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from aha.formats import Format
+from aha.rewards import get_reward
+
+from .config import Recipe
+from .models import load_for_training, lora_config
+
+log = logging.getLogger("aha")
+
+
+def trl_args(recipe: Recipe, stage: str, out_dir: Path, **computed: Any) -> Any:
+    """The stage's TRL config: the recipe's fields as written, plus what the runner owns."""
+    import torch
+    import trl
+
+    values = dict(getattr(recipe, stage).trl)
+    values.update(computed)
+    cpu = not torch.cuda.is_available()
+    if cpu:  # CPU training is fp32; TRL defaults bf16 on
+        values.update(use_cpu=True, bf16=False, fp16=False)
+    values.setdefault("report_to", "none")
+    cls = trl.SFTConfig if stage == "sft" else trl.GRPOConfig
+    return cls(output_dir=str(out_dir / "checkpoints"), seed=recipe.seed, **values)
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a
+    checkpoint cut short by a kill (no readable state) is skipped, not resumed from."""
+    folder = out_dir / "checkpoints"
+    candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                        if p.name.split("-")[-1].isdigit() else -1, reverse=True)
+    for path in candidates:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
+
+
+def _train(trainer: Any, out_dir: Path) -> None:
+    resume = last_checkpoint(out_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.model.save_pretrained(str(out_dir / "adapter"))
+    trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
+    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+
+
+def run_sft(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Path) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    model, tokenizer = load_for_training(base, recipe.model)
+    rows = rows_for(tokenizer)
+    args = trl_args(recipe, "sft", out_dir, max_length=recipe.sft.max_tokens)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora_config(recipe))
+    _train(trainer, out_dir)
+    return {"examples": len(rows), "steps": trainer.state.global_step}
+
+
+def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tuple[list[Any], list[float]]:
+    funcs, weights = [], []
+    for spec in recipe.grpo.rewards:
+        options = dict(spec.options)
+        if recipe.grpo.reward_mode == "faithful" and eos_token and spec.name in ("format_exact", "check_answer",
+                                                                                 "check_answer_numeric",
+                                                                                 "match_format_exactly"):
+            options.setdefault("eos_token", eos_token)
+        funcs.append(get_reward(spec.name, format=fmt, mode=recipe.grpo.reward_mode, **options))
+        weights.append(spec.weight)
+    return funcs, weights
+
+
+def run_grpo(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Path,
+             sft_adapter: str | None) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    model, tokenizer = load_for_training(base, recipe.model, adapter=sft_adapter)
+    rows, longest_prompt = rows_for(tokenizer)
+    computed: dict[str, Any] = {}
+    if recipe.grpo.trl.get("max_completion_length", "unset") is None:
+        # The Unsloth recipe's rule: what the longest kept prompt leaves of max_seq_length.
+        computed["max_completion_length"] = recipe.model.max_seq_length - longest_prompt
+        log.info("grpo: max_completion_length = %d - %d = %d", recipe.model.max_seq_length, longest_prompt,
+                 computed["max_completion_length"])
+    funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
+    args = trl_args(recipe, "grpo", out_dir, reward_weights=weights, **computed)
+    if recipe.model.use_vllm:
+        from .vllm_sync import install_cpu_weight_sync
+
+        args.use_vllm, args.vllm_mode = True, "colocate"
+        install_cpu_weight_sync()
+    watch = RewardWatch(recipe, [f.__name__ for f in funcs], args.max_completion_length)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer, peft_config=None if sft_adapter else lora_config(recipe),
+                          callbacks=[watch])
+    log.info("grpo: the loss starts near 0 by construction (advantages are zero-mean per group); "
+             "watch the reward means, not the loss")
+    _train(trainer, out_dir)
+    return {"prompts": len(rows), "steps": trainer.state.global_step, "warnings": watch.warned}
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class RewardWatch(_callback_base()):
+    """Warnings users need during GRPO, each printed once: most completions truncated, a
+    format reward never positive after N steps, all rewards equal within every group."""
+
+    def __init__(self, recipe: Recipe, reward_names: list[str], max_completion_length: int):
+        self.recipe, self.names, self.max_len = recipe, reward_names, max_completion_length
+        self.format_names = [n for n in reward_names if "format" in n or n.startswith(("xml", "match_format"))]
+        self.best: dict[str, float] = {}
+        self.first: dict[str, float] = {}
+        self.warned: list[str] = []
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in {w.split(":")[0] for w in self.warned}:
+            self.warned.append(f"{key}: {message}")
+            log.warning(message)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        clipped = logs.get("completions/clipped_ratio")
+        if clipped is not None and clipped > self.recipe.grpo.warn_truncated_ratio:
+            self._warn("truncated", f"step {state.global_step}: {clipped:.0%} of completions hit max_completion_length "
+                       f"({self.max_len}); their rewards are mostly format failures. Raise max_completion_length.")
+        if logs.get("frac_reward_zero_std") == 1.0:
+            self._warn("flat", f"step {state.global_step}: every group's completions got equal rewards, so GRPO had "
+                       "no signal this step (problems too easy or too hard, or a reward that never varies)")
+        for name in self.format_names:
+            value = logs.get(f"rewards/{name}/mean")
+            if value is None or math.isnan(value):
+                continue
+            self.first.setdefault(name, value)
+            self.best[name] = max(value, self.best.get(name, value))
+            if state.global_step >= self.recipe.grpo.warn_format_after_steps and self.best[name] <= self.first[name] \
+                    and self.best[name] <= 0:
+                self._warn(f"format-{name}", f"step {state.global_step}: format reward {name} has not risen above "
+                           f"{self.best[name]:g}; check the format (prefill, tags) with `aha rewards explain`")

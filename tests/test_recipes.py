@@ -1,0 +1,206 @@
+"""Recipes: validation before any model loads, the smoke recipe end to end, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aha.recipes.cli import main
+from aha.recipes.config import RecipeError, load_recipe, recipe_from_dict
+from aha.recipes.runner import plan
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SMOKE = RECIPES / "tiny-qwen3-smoke.yaml"
+SHIPPED = sorted(RECIPES.glob("*.yaml"))
+
+
+# ----- validation (fast: nothing loads a model) -------------------------------------------------
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_recipes_validate(path):
+    # Hub models are not reachable offline; the model is the only thing swapped.
+    recipe = load_recipe(path, ["model.name=builtin:tiny-qwen3"])
+    assert recipe.name == path.stem
+    assert plan(recipe)[-1] == "report"
+    data = yaml.safe_load(path.read_text())
+    if data["grpo"].get("enabled", True):
+        # What the anchors leave to hidden library defaults is written out in every recipe.
+        for key in ("loss_type", "beta", "num_generations", "per_device_train_batch_size", "temperature", "min_p",
+                    "learning_rate", "max_completion_length"):
+            assert key in data["grpo"], f"{path.name}: grpo.{key} is left to a library default"
+
+
+def test_qwen3_4b_recipe_matches_the_unsloth_reference():
+    g = yaml.safe_load((RECIPES / "qwen3-4b-dapo.yaml").read_text())
+    assert g["model"]["name"] == "unsloth/Qwen3-4B-Base" and g["model"]["max_seq_length"] == 2048
+    assert g["lora"]["r"] == 32 and g["lora"]["alpha"] == 64 and g["seed"] == 3407
+    grpo = g["grpo"]
+    assert (grpo["num_generations"], grpo["learning_rate"], grpo["weight_decay"], grpo["max_steps"]) == (4, 5e-6, 0.001, 100)
+    assert (grpo["temperature"], grpo["min_p"], grpo["top_p"], grpo["loss_type"], grpo["beta"]) == (1.0, 0.1, 1.0, "bnpo", 0.001)
+    assert grpo["prompt_percentile"] == 90 and grpo["max_completion_length"] is None  # 2048 - longest kept prompt
+    assert [r["name"] for r in grpo["rewards"]] == ["format_exact", "format_approximate", "check_answer_numeric",
+                                                    "check_number"]
+    assert {t["task"] for t in g["eval"]["tasks"]} == {"gsm8k", "dapo-math"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sft.learning_rat=1e-4"], "unknown key 'sft.learning_rat'"),
+    (["grpo.num_generations=four"], "grpo.num_generations: expected an integer"),
+    (["model.name=./no/such/folder"], "no such model folder"),
+    (["grpo.rewards=[{name: check_anwser}]"], "unknown reward 'check_anwser'"),
+    (["grpo.output_dir=/tmp/x"], "set by the runner"),
+    (["lora.rank=8"], "unknown key 'lora.rank'"),
+    (["model.backend=tpu"], "model.backend must be one of"),
+    (["eval.tasks=[{task: mmlu}]"], "eval.tasks[0].task must be one of"),
+    (["grpo.rewards=[{name: length_penalty, options: {bogus: 1}}]"], "has no option"),
+    (["export.gguf=q4_k_m"], "export.gguf needs backend unsloth"),
+    (["grpo.loss_type=nonsense"], "grpo.loss_type must be one of"),
+    (["sft.max_steps=1.5"], "sft.max_steps: expected an integer"),
+    (["model.name"], "--set takes key=value"),
+])
+def test_bad_recipes_fail_with_one_line(overrides, message, capsys):
+    argv = ["run", str(SMOKE), "--dry-run"]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aha: error:") and message in err and "\n" not in err
+
+
+def test_bad_recipe_files(tmp_path, capsys):
+    (tmp_path / "list.yaml").write_text("- just\n- a list\n")
+    (tmp_path / "broken.yaml").write_text("model: {name: [\n")
+    for name, message in [("list.yaml", "a recipe is a mapping"), ("broken.yaml", "not valid YAML"),
+                          ("missing.yaml", "no such recipe")]:
+        assert main(["run", str(tmp_path / name), "--dry-run"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_plan(capsys):
+    assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0  # a shipped recipe by name
+    out = capsys.readouterr().out
+    assert "eval-before -> sft -> eval-after-sft -> grpo -> eval-after -> compare -> export -> report" in out
+
+
+def test_plan_follows_the_recipe():
+    base = {"model": {"name": "builtin:tiny-qwen3"}}
+    assert plan(recipe_from_dict({**base, "sft": {"enabled": False}})) == [
+        "eval-before", "grpo", "eval-after", "compare", "export", "report"]
+    assert plan(recipe_from_dict({**base, "eval": {"enabled": False}})) == ["sft", "grpo", "export", "report"]
+    with pytest.raises(RecipeError, match="at least one reward"):
+        recipe_from_dict({**base, "grpo": {"rewards": []}})
+
+
+def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "model.backend=unsloth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a CUDA GPU" in err and "\n" not in err
+    assert not (tmp_path / "run" / "base").exists()  # refused before any model was built or loaded
+
+
+def test_training_data_never_contains_evaluation_problems():
+    from aha.eval.tasks import normalize_question
+    from aha.recipes.data import eval_problems, training_problems
+
+    recipe = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "data": {"task": "arith", "num_train": 3000},
+                               "eval": {"tasks": [{"task": "arith", "limit": 200}]}})
+    train = training_problems(recipe)
+    held = {normalize_question(p.question) for ps in eval_problems(recipe).values() for p in ps}
+    assert len(held) == 200 and len(train) < 3000  # some generated questions collided and were dropped
+    assert not held & {normalize_question(p.question) for p in train}
+
+
+def test_sft_rows_use_the_evaluation_prompt(qwen3_tokenizer):
+    from aha.formats import get_format
+    from aha.recipes.data import grpo_rows, sft_rows, training_problems
+
+    recipe = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "data": {"num_train": 50},
+                               "sft": {"num_examples": 10}, "grpo": {"num_prompts": 20}})
+    fmt = get_format("unsloth")
+    problems = training_problems(recipe)
+    rows = sft_rows(recipe, fmt, qwen3_tokenizer, problems)
+    assert len(rows) == 10
+    assert rows[0]["prompt"] == fmt.build_prompt(qwen3_tokenizer, problems[0].question)
+    assert fmt.check_format(rows[0]["completion"]) and fmt.extract_answer(rows[0]["completion"]) == problems[0].answer
+    prompts, longest = grpo_rows(recipe, fmt, qwen3_tokenizer, problems)
+    assert 0 < len(prompts) <= 20 and longest == max(len(qwen3_tokenizer(r["prompt"])["input_ids"]) for r in prompts)
+
+
+# ----- end to end (slow) ------------------------------------------------------------------------------
+def _aha(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from aha.recipes.cli import main; sys.exit(main())", *args]
+
+
+@pytest.mark.slow
+def test_smoke_recipe_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(SMOKE), "--out", str(out)]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "grpo", "eval-after", "compare",
+                                     "export", "report"]
+    assert state["stages"]["grpo"]["steps"] == 4 and state["stages"]["sft"]["steps"] == 4
+    for stage in ("eval-before", "eval-after-sft", "eval-after"):
+        summary = json.loads((out / stage / "arith-l1" / "summary.json").read_text())
+        assert summary["results"]["problems"] == 8
+    assert json.loads((out / "eval-after" / "arith-l1" / "summary.json").read_text())["config"]["adapter"] == str(
+        out / "grpo" / "adapter")
+    for label in ("overall", "sft", "grpo"):
+        assert (out / "compare" / "arith-l1" / label / "compare.md").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Paired comparisons" in report and "reward_curves.png" in report and (out / "reward_curves.png").is_file()
+    history = json.loads((out / "grpo" / "log_history.json").read_text())
+    assert any("rewards/check_answer_numeric/mean" in row for row in history)  # per-layer reward logging
+
+    # The export: the adapter, and merged weights that give the adapter's outputs.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    merged = AutoModelForCausalLM.from_pretrained(out / "export" / "merged", dtype=torch.float32)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base", dtype=torch.float32),
+                                     out / "export" / "adapter")
+    with torch.no_grad():
+        gap = (merged(ids).logits - peft(ids).logits).abs().max().item()
+    assert gap < 0.05  # bf16 rounding of the merged weights, nothing more
+
+    # Re-running the finished run does nothing; running a changed recipe into it is refused.
+    assert main(["run", str(SMOKE), "--out", str(out)]) == 0
+    assert json.loads((out / "state.json").read_text())["stages"]["grpo"] == state["stages"]["grpo"]
+    assert main(["run", str(SMOKE), "--out", str(out), "--set", "grpo.max_steps=5"]) == 2
+
+
+@pytest.mark.slow
+def test_resume_after_kill_during_grpo(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", str(SMOKE), "--out", str(out), "--set", "grpo.max_steps=8", "--set", "eval.after_sft=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_aha(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    checkpoint = out / "grpo" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    while not checkpoint.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.is_file(), "GRPO never reached its second checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert "grpo" not in state["stages"] and "sft" in state["stages"]
+    eval_before = state["stages"]["eval-before"]
+
+    done = subprocess.run(_aha(*args), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr and "checkpoint-" in done.stderr
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["grpo"]["steps"] == 8
+    assert state["stages"]["eval-before"] == eval_before  # finished stages are not run again
+    assert (out / "report.md").is_file()
