@@ -3,8 +3,9 @@ LoRA, TRL's SFT and GRPO trainers as Unsloth patches them, evaluation through th
 engine with the trained LoRA named in every request, and Unsloth's savers for merged
 and GGUF export.
 
-Not exercised by CI (no GPU there): the runner refuses this backend without CUDA before
-anything loads (tested); what ran on a GPU is recorded in docs/gpu.md.
+Not exercised by CI (no GPU there), and not yet run on a GPU: no GPU machine has been lent
+to this work so far. Without CUDA the runner refuses this backend in one line before
+anything loads (tested).
 """
 
 from __future__ import annotations
