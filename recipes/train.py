@@ -104,7 +104,8 @@ def run_grpo(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Pat
         from .vllm_sync import install_cpu_weight_sync
 
         args.use_vllm, args.vllm_mode = True, "colocate"
-        install_cpu_weight_sync()
+        if install_cpu_weight_sync():
+            log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
     watch = RewardWatch(recipe, [f.__name__ for f in funcs], args.max_completion_length)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, peft_config=None if sft_adapter else lora_config(recipe),

@@ -11,10 +11,8 @@ training model's, so "vLLM silently generates with stale weights" cannot come ba
 
 from __future__ import annotations
 
-import logging
 from importlib import metadata
 
-log = logging.getLogger("aha")
 VERIFIED = {"trl": ("1.16",), "vllm": ("0.32",)}
 
 
@@ -59,5 +57,4 @@ def install_cpu_weight_sync() -> bool:
 
     sync_weights.__wrapped__ = original  # type: ignore[attr-defined]
     vllm_generation.VLLMGeneration.sync_weights = sync_weights
-    log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
     return True
