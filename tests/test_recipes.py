@@ -92,6 +92,8 @@ def test_plan_follows_the_recipe():
     assert plan(recipe_from_dict({**base, "sft": {"enabled": False}})) == [
         "eval-before", "grpo", "eval-after", "compare", "export", "report"]
     assert plan(recipe_from_dict({**base, "eval": {"enabled": False}})) == ["sft", "grpo", "export", "report"]
+    assert plan(recipe_from_dict({**base, "sft": {"enabled": False}, "grpo": {"enabled": False}})) == [
+        "eval-before", "report"]
     with pytest.raises(RecipeError, match="at least one reward"):
         recipe_from_dict({**base, "grpo": {"rewards": []}})
 
@@ -204,3 +206,16 @@ def test_resume_after_kill_during_grpo(tmp_path):
     assert state["stages"]["grpo"]["steps"] == 8
     assert state["stages"]["eval-before"] == eval_before  # finished stages are not run again
     assert (out / "report.md").is_file()
+
+
+def test_stop_after_then_continue(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", str(SMOKE), "--out", str(out), "--set", "sft.enabled=false", "--set", "grpo.enabled=false"]
+    assert main(args + ["--stop-after", "nonsense"]) == 2
+    assert "not a stage of this recipe" in capsys.readouterr().err
+    # With nothing to train the plan is eval-before -> report; stop after the evaluation, then continue.
+    assert main(args + ["--stop-after", "eval-before"]) == 0
+    assert "stopped after eval-before" in capsys.readouterr().out
+    assert list(json.loads((out / "state.json").read_text())["stages"]) == ["eval-before"]
+    assert main(args) == 0
+    assert list(json.loads((out / "state.json").read_text())["stages"]) == ["eval-before", "report"]
