@@ -33,6 +33,11 @@ class Sampling:
             raise ValueError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
 
 
+def check_adapter_folder(adapter: str | Path) -> None:
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+
+
 def load_model(model: str, adapter: str | None = None, gguf_file: str | None = None, dtype: str = "auto"):
     """A causal LM and its tokenizer from a local folder or hub id, with an optional
     LoRA adapter applied (kept as a PEFT model, not merged)."""
@@ -44,8 +49,7 @@ def load_model(model: str, adapter: str | None = None, gguf_file: str | None = N
     tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **kwargs)
     if adapter:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+        check_adapter_folder(adapter)
         from peft import PeftModel
 
         lm = PeftModel.from_pretrained(lm, adapter)
@@ -133,18 +137,14 @@ class VLLMBackend:
             return None
         from vllm.lora.request import LoRARequest
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+        check_adapter_folder(adapter)
         lora_id = self._adapters.setdefault(str(adapter), len(self._adapters) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter))
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
-        outputs = self.llm.generate(prompts, params, lora_request=self.lora_request(adapter), use_tqdm=False)
-        return [[Generation(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outputs]
+        outputs = self.llm.generate(prompts, vllm_sampling_params(sampling), lora_request=self.lora_request(adapter),
+                                    use_tqdm=False)
+        return generations_from_vllm(outputs)
 
     def close(self) -> None:
         """Stop the engine (its worker process and memory) now rather than at exit."""
@@ -152,3 +152,16 @@ class VLLMBackend:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         self.llm = None
+
+
+def vllm_sampling_params(sampling: Sampling):
+    """Our Sampling as vLLM's SamplingParams (any vLLM engine: ours or Unsloth's)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                          max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+
+
+def generations_from_vllm(outputs: Any) -> list[list[Generation]]:
+    return [[Generation(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs]
+            for out in outputs]

@@ -18,7 +18,7 @@ from aha.formats import Format
 
 from .config import Recipe
 from .data import grpo_rows, sft_rows, training_problems
-from .models import pick_backend, prepare_base
+from .models import load_for_training, lora_config, pick_backend, prepare_base, resolve_dtype
 
 log = logging.getLogger("aha")
 
@@ -47,22 +47,15 @@ class HFTrainBackend:
             self._problems[stage] = training_problems(self.recipe, stage)
         return self._problems[stage]
 
-    def _eval_dtype(self) -> str:
-        import torch
-
-        if self.recipe.model.dtype != "auto":
-            return self.recipe.model.dtype
-        return "bfloat16" if torch.cuda.is_available() else "float32"
-
     def generator(self, adapter: str | None) -> Any:
         from aha.eval import HFBackend, VLLMBackend, load_model
 
         if self.recipe.model.use_vllm:
             if self._vllm is None:
-                self._vllm = VLLMBackend(self.base, max_lora_rank=max(8, self.recipe.lora.r), dtype=self._eval_dtype(),
+                self._vllm = VLLMBackend(self.base, max_lora_rank=max(8, self.recipe.lora.r), dtype=resolve_dtype(self.recipe.model.dtype),
                                          max_model_len=self.recipe.model.max_seq_length, enforce_eager=True)
             return self._vllm
-        model, tokenizer = load_model(self.base, adapter=adapter, dtype=self._eval_dtype())
+        model, tokenizer = load_model(self.base, adapter=adapter, dtype=resolve_dtype(self.recipe.model.dtype))
         return HFBackend(model, tokenizer, batch_size=self.recipe.eval.batch_size)
 
     def _free_engine(self) -> None:
@@ -72,18 +65,31 @@ class HFTrainBackend:
             gc.collect()
 
     def sft(self, out_dir: Path) -> dict[str, Any]:
-        from .train import run_sft
+        from .train import sft_trainer, train_and_save
 
         self._free_engine()
-        return run_sft(self.recipe, self.base, self.fmt,
-                       lambda tok: sft_rows(self.recipe, self.fmt, tok, self.problems("sft")), out_dir)
+        model, tokenizer = load_for_training(self.base, self.recipe.model)
+        rows = sft_rows(self.recipe, self.fmt, tokenizer, self.problems("sft"))
+        trainer = sft_trainer(self.recipe, model, tokenizer, rows, out_dir, peft_config=lora_config(self.recipe))
+        return {"examples": len(rows), **train_and_save(trainer, out_dir)}
 
     def grpo(self, out_dir: Path, sft_adapter: str | None) -> dict[str, Any]:
-        from .train import run_grpo
+        """On top of the SFT adapter (loaded trainable), else on a fresh LoRA."""
+        from .train import grpo_trainer, train_and_save
 
         self._free_engine()
-        return run_grpo(self.recipe, self.base, self.fmt,
-                        lambda tok: grpo_rows(self.recipe, self.fmt, tok, self.problems("grpo")), out_dir, sft_adapter)
+        model, tokenizer = load_for_training(self.base, self.recipe.model, adapter=sft_adapter)
+        rows, longest = grpo_rows(self.recipe, self.fmt, tokenizer, self.problems("grpo"))
+        vllm_args: dict[str, Any] = {}
+        if self.recipe.model.use_vllm:
+            from .vllm_sync import install_cpu_weight_sync
+
+            vllm_args = {"use_vllm": True, "vllm_mode": "colocate"}
+            if install_cpu_weight_sync():
+                log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
+        trainer, watch = grpo_trainer(self.recipe, model, tokenizer, self.fmt, rows, longest, out_dir,
+                                      peft_config=None if sft_adapter else lora_config(self.recipe), **vllm_args)
+        return {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned}
 
     def export(self, adapter: str, out_dir: Path) -> dict[str, Any]:
         from .export import export

@@ -11,6 +11,7 @@ type, a missing local model or an unknown reward is one clear line.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import types
 import typing
@@ -261,7 +262,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise RecipeError(f"{path}: expected a string, got {_show(value)}")
         return value
-    if isinstance(hint, type) and issubclass(hint, __import__("enum").Enum):
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
         try:
             return hint(value).value
         except ValueError:

@@ -110,20 +110,22 @@ def prepare_base(model: ModelConfig, run_dir: Path) -> str:
     return str(target)
 
 
-def torch_dtype(name: str):
+def resolve_dtype(name: str) -> str:
+    """``auto`` -> bfloat16 on CUDA, float32 on CPU (CPU training is fp32); else as named."""
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return getattr(torch, name)
+    if name != "auto":
+        return name
+    return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
 def load_for_training(base: str, model: ModelConfig, adapter: str | None = None):
     """(model, tokenizer) for the hf backend; an existing adapter is loaded trainable."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype(model.dtype))
+    lm = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, resolve_dtype(model.dtype)))
     if adapter:
         from peft import PeftModel
 

@@ -1,6 +1,6 @@
-"""The two training stages on the hf backend: SFT format warmup, then LoRA GRPO on top of
-its adapter. Each writes ``<stage>/adapter`` when done and checkpoints on the way, so a
-killed run resumes from its last checkpoint."""
+"""The two training stages, shared by both backends: SFT format warmup, then LoRA GRPO on
+top of its adapter. Each writes ``<stage>/adapter`` when done and checkpoints on the way,
+so a killed run resumes from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from aha.formats import Format
 from aha.rewards import get_reward
 
 from .config import Recipe
-from .models import load_for_training, lora_config
 
 log = logging.getLogger("aha")
 
@@ -49,7 +50,8 @@ def last_checkpoint(out_dir: Path) -> str | None:
     return None
 
 
-def _train(trainer: Any, out_dir: Path) -> None:
+def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
+    """Train (from the last complete checkpoint, if any), then save the adapter and the log."""
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("resuming from %s", resume)
@@ -57,19 +59,17 @@ def _train(trainer: Any, out_dir: Path) -> None:
     trainer.model.save_pretrained(str(out_dir / "adapter"))
     trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
     (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    return {"steps": trainer.state.global_step}
 
 
-def run_sft(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Path) -> dict[str, Any]:
+def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str, str]], out_dir: Path,
+                peft_config: Any = None) -> Any:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    model, tokenizer = load_for_training(base, recipe.model)
-    rows = rows_for(tokenizer)
     args = trl_args(recipe, "sft", out_dir, max_length=recipe.sft.max_tokens)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora_config(recipe))
-    _train(trainer, out_dir)
-    return {"examples": len(rows), "steps": trainer.state.global_step}
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                      peft_config=peft_config)
 
 
 def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tuple[list[Any], list[float]]:
@@ -85,14 +85,13 @@ def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tupl
     return funcs, weights
 
 
-def run_grpo(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Path,
-             sft_adapter: str | None) -> dict[str, Any]:
+def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: list[dict[str, str]],
+                 longest_prompt: int, out_dir: Path, peft_config: Any = None, **vllm_args: Any) -> tuple[Any, Any]:
+    """The GRPOTrainer and its RewardWatch; ``vllm_args`` (use_vllm, vllm_mode) come from the backend."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    model, tokenizer = load_for_training(base, recipe.model, adapter=sft_adapter)
-    rows, longest_prompt = rows_for(tokenizer)
-    computed: dict[str, Any] = {}
+    computed: dict[str, Any] = dict(vllm_args)
     if recipe.grpo.trl.get("max_completion_length", "unset") is None:
         # The Unsloth recipe's rule: what the longest kept prompt leaves of max_seq_length.
         computed["max_completion_length"] = recipe.model.max_seq_length - longest_prompt
@@ -100,29 +99,15 @@ def run_grpo(recipe: Recipe, base: str, fmt: Format, rows_for: Any, out_dir: Pat
                  computed["max_completion_length"])
     funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
     args = trl_args(recipe, "grpo", out_dir, reward_weights=weights, **computed)
-    if recipe.model.use_vllm:
-        from .vllm_sync import install_cpu_weight_sync
-
-        args.use_vllm, args.vllm_mode = True, "colocate"
-        if install_cpu_weight_sync():
-            log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
     watch = RewardWatch(recipe, [f.__name__ for f in funcs], args.max_completion_length)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=None if sft_adapter else lora_config(recipe),
-                          callbacks=[watch])
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[watch])
     log.info("grpo: the loss starts near 0 by construction (advantages are zero-mean per group); "
              "watch the reward means, not the loss")
-    _train(trainer, out_dir)
-    return {"prompts": len(rows), "steps": trainer.state.global_step, "warnings": watch.warned}
+    return trainer, watch
 
 
-def _callback_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class RewardWatch(_callback_base()):
+class RewardWatch(TrainerCallback):
     """Warnings users need during GRPO, each printed once: most completions truncated, a
     format reward never positive after N steps, all rewards equal within every group."""
 

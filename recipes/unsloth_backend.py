@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.eval import Generation, Sampling
+from aha.eval.backends import generations_from_vllm, vllm_sampling_params
 from aha.formats import Format
 
 from .config import Recipe
@@ -55,43 +56,30 @@ class UnslothBackend:
             self._loaded = adapter
 
     def sft(self, out_dir: Path) -> dict[str, Any]:
-        from datasets import Dataset
-        from trl import SFTTrainer
-
-        from .train import _train, trl_args
+        from .train import sft_trainer, train_and_save
 
         rows = sft_rows(self.recipe, self.fmt, self.tokenizer, training_problems(self.recipe, "sft"))
-        args = trl_args(self.recipe, "sft", out_dir, max_length=self.recipe.sft.max_tokens)
-        trainer = SFTTrainer(model=self.model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=self.tokenizer)
-        _train(trainer, out_dir)
+        trainer = sft_trainer(self.recipe, self.model, self.tokenizer, rows, out_dir)  # the LoRA is already on
+        result = {"examples": len(rows), **train_and_save(trainer, out_dir)}
         self._loaded = str(out_dir / "adapter")
-        return {"examples": len(rows), "steps": trainer.state.global_step}
+        return result
 
     def grpo(self, out_dir: Path, sft_adapter: str | None) -> dict[str, Any]:
-        from datasets import Dataset
-        from trl import GRPOTrainer
-
-        from .train import RewardWatch, _train, reward_functions, trl_args
+        from .train import grpo_trainer, train_and_save
 
         self._load_weights(sft_adapter)
         rows, longest = grpo_rows(self.recipe, self.fmt, self.tokenizer, training_problems(self.recipe, "grpo"))
-        computed: dict[str, Any] = {"use_vllm": True}
-        if self.recipe.grpo.trl.get("max_completion_length", "unset") is None:
-            computed["max_completion_length"] = self.recipe.model.max_seq_length - longest
-        funcs, weights = reward_functions(self.recipe, self.fmt, self.tokenizer.eos_token)
-        args = trl_args(self.recipe, "grpo", out_dir, reward_weights=weights, **computed)
-        watch = RewardWatch(self.recipe, [f.__name__ for f in funcs], args.max_completion_length)
-        trainer = GRPOTrainer(model=self.model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                              processing_class=self.tokenizer, callbacks=[watch])
-        _train(trainer, out_dir)
+        # Unsloth's patched trainer generates with the model's own vLLM engine (fast_inference).
+        trainer, watch = grpo_trainer(self.recipe, self.model, self.tokenizer, self.fmt, rows, longest, out_dir,
+                                      use_vllm=True)
+        result = {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned}
         self._loaded = str(out_dir / "adapter")
-        return {"prompts": len(rows), "steps": trainer.state.global_step, "warnings": watch.warned}
+        return result
 
     def export(self, adapter: str, out_dir: Path) -> dict[str, Any]:
-        from .export import export
-
         from dataclasses import replace
+
+        from .export import export
 
         # The adapter copy (and hub push) as on every backend; merging is Unsloth's saver's job here.
         done = export(replace(self.recipe, export=replace(self.recipe.export, merged=False)), self.base, adapter,
@@ -119,12 +107,8 @@ class _EngineGenerator:
         self.owner, self.adapter, self.tokenizer = owner, adapter, owner.tokenizer
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
         path = adapter or self.adapter
         request = self.owner.model.load_lora(path) if path else None  # the trained LoRA, named in each request
-        outputs = self.owner.model.fast_generate(prompts, sampling_params=params, lora_request=request, use_tqdm=False)
-        return [[Generation(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs]
-                for out in outputs]
+        outputs = self.owner.model.fast_generate(prompts, sampling_params=vllm_sampling_params(sampling),
+                                                 lora_request=request, use_tqdm=False)
+        return generations_from_vllm(outputs)
