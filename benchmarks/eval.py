@@ -22,7 +22,7 @@ import torch
 from aha.eval import HFBackend, Sampling, evaluate, load_task
 from aha.formats import get_format
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT (see its README)
 
 
 def tiny_qwen3(folder: Path):

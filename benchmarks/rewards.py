@@ -23,7 +23,7 @@ from aha.formats import get_format, gold_from_gsm8k
 from aha.rewards import LAYERS, get_reward
 from aha.rewards import mathverify
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT (see its README)
 CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 
 

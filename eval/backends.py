@@ -21,6 +21,8 @@ class Sampling:
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off; GRPO recipes often sample with min_p 0.1
     n: int = 1
     seed: int = 0
 
@@ -84,9 +86,10 @@ class HFBackend:
             kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": tok.pad_token_id,
                                       "eos_token_id": eos_ids, "num_return_sequences": sampling.n}
             if sampling.temperature > 0:
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                              top_k=sampling.top_k or None, min_p=sampling.min_p or None)
             else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
             with torch.inference_mode():
                 ids = model.generate(**batch, **kwargs)
             new = ids[:, batch["input_ids"].shape[1] :].tolist()
@@ -128,7 +131,13 @@ class VLLMBackend:
         kwargs = {"model": model, "enable_lora": enable_lora, "seed": 0, **engine_kwargs}
         if enable_lora:
             kwargs["max_lora_rank"] = max_lora_rank
-        self.llm = LLM(**kwargs)
+        size_cpu_kv_cache(model, kwargs.get("max_model_len"))
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as err:  # noqa: BLE001 - vLLM raises many kinds; the user needs one line
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise ValueError(f"the vLLM engine did not start: {first} (on CPU, VLLM_CPU_KVCACHE_SPACE sets its "
+                             "memory in GiB; or use the hf backend)") from None
         self.tokenizer = self.llm.get_tokenizer()
         self._adapters: dict[str, int] = {}
 
@@ -154,11 +163,39 @@ class VLLMBackend:
         self.llm = None
 
 
+def size_cpu_kv_cache(model: str, max_model_len: int | None) -> None:
+    """vLLM's CPU backend reserves most of a NUMA node's memory unless told otherwise, and
+    refuses to start when that much is not free. Size its KV cache from the model instead:
+    keys and values for every layer at the maximum length, for a batch of 64 sequences,
+    rounded up to whole GiB (at least 1). A value the user set wins; nothing changes on GPUs."""
+    import math
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model)
+        text = getattr(config, "text_config", None) or config
+        heads = getattr(text, "num_attention_heads", 16)
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        per_token = 2 * text.num_hidden_layers * getattr(text, "num_key_value_heads", heads) * head_dim * 4
+        length = max_model_len or getattr(text, "max_position_embeddings", 4096)
+        gib = max(1, math.ceil(per_token * min(length, 32768) * 64 / 2**30))
+    except Exception:  # noqa: BLE001 - an unreadable config: vLLM itself will say what is wrong
+        gib = 1
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(min(gib, 8))
+
+
 def vllm_sampling_params(sampling: Sampling):
     """Our Sampling as vLLM's SamplingParams (any vLLM engine: ours or Unsloth's)."""
     from vllm import SamplingParams
 
     return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=max(sampling.top_k, 0), min_p=sampling.min_p,
                           max_tokens=sampling.max_new_tokens, seed=sampling.seed)
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .runner import SAMPLES_FILE, read_done
+from .runner import FINGERPRINT_FILE, SAMPLES_FILE, read_done
 
 METRICS = ("strict", "lenient", "math_verify", "format_ok")
 
@@ -33,14 +33,34 @@ def _load(run: str | Path) -> dict[str, dict[str, Any]]:
     return read_done(samples)
 
 
+def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[str]]:
+    """The two runs' rows and the ids they share, after checking that the runs can be
+    compared at all: the same format and sampling, and for every shared id the same
+    question and gold answer (ids alone say nothing about which problem a row holds)."""
+    a, b = _load(before), _load(after)
+    prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
+    if all(p.is_file() for p in prints):
+        x, y = (json.loads(p.read_text(encoding="utf-8")) for p in prints)
+        for key in ("format", "format_sha256", "sampling"):
+            if x.get(key) != y.get(key):
+                raise ValueError(f"{before} and {after} are not comparable: their {key} differs "
+                                 f"({x.get(key)!r} vs {y.get(key)!r})")
+    common = [i for i in a if i in b]
+    if not common:
+        raise ValueError("the two runs share no problem ids: they are not the same task")
+    for i in common:
+        if a[i].get("question") != b[i].get("question") or str(a[i].get("answer")) != str(b[i].get("answer")):
+            raise ValueError(f"{before} and {after} are not the same problems: {i} is "
+                             f"{str(a[i].get('question'))[:40]!r} (gold {a[i].get('answer')!r}) in one and "
+                             f"{str(b[i].get('question'))[:40]!r} (gold {b[i].get('answer')!r}) in the other")
+    return a, b, common
+
+
 def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> dict[str, Any]:
     """Pair two evaluations of the same problems by id."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    a, b = _load(before), _load(after)
-    common = [i for i in a if i in b]
-    if not common:
-        raise ValueError("the two runs share no problem ids: they are not the same task")
+    a, b, common = paired_ids(before, after)
     report: dict[str, Any] = {"before": str(before), "after": str(after), "problems": len(common),
                               "only_in_one_run": len(set(a) ^ set(b)), "metrics": {}}
     for m in METRICS:
@@ -55,6 +75,29 @@ def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> d
         }
     report["primary_metric"] = metric
     return report
+
+
+def sign_test(up: int, down: int) -> float:
+    """Two-sided exact sign test: as many ups vs downs as seen, under "no change is more
+    likely up than down" (ties dropped). The same binomial tail as McNemar's.
+
+    >>> round(sign_test(15, 4), 4)
+    0.0192
+    """
+    return mcnemar_exact(up, down)
+
+
+def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "strict") -> dict[str, Any]:
+    """Pair two sampled evaluations (k answers per problem) by problem: the mean pass rate
+    before and after, how many problems went up or down, and an exact sign test."""
+    a, b, common = paired_ids(before, after)
+    rate = lambda row: sum(bool(g[metric]) for g in row["samples"]) / len(row["samples"])  # noqa: E731
+    x, y = [rate(a[i]) for i in common], [rate(b[i]) for i in common]
+    up = sum(1 for u, v in zip(x, y) if v > u)
+    down = sum(1 for u, v in zip(x, y) if v < u)
+    return {"problems": len(common), "k": len(a[common[0]]["samples"]), "metric": metric,
+            "before": sum(x) / len(x), "after": sum(y) / len(y), "improved": up, "worsened": down,
+            "unchanged": len(common) - up - down, "p_value": sign_test(up, down)}
 
 
 def to_markdown(report: dict[str, Any], examples: int = 5) -> str:

@@ -99,8 +99,9 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     k = min(len(s["samples"]) for s in samples)
     if k > 1:
         for kk in sorted({1, k}):
-            metrics[f"pass@{kk}_lenient"] = sum(
-                pass_at_k(len(s["samples"]), sum(g["lenient"] for g in s["samples"]), kk) for s in samples) / n
+            for key in ("strict", "lenient"):
+                metrics[f"pass@{kk}_{key}"] = sum(
+                    pass_at_k(len(s["samples"]), sum(g[key] for g in s["samples"]), kk) for s in samples) / n
         metrics[f"maj@{k}"] = sum(
             majority_correct([g["extracted"] for g in s["samples"][:k]], s["answer"]) for s in samples) / n
     return metrics

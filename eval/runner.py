@@ -18,20 +18,74 @@ from .tasks import Problem
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def fingerprint(fmt: Any, sampling: Sampling, backend: str, adapter: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """What the stored answers depend on, apart from the problems themselves (each stored row
+    carries its own question and gold, checked one by one): resuming with anything else
+    would mix answers of two different evaluations."""
+    import dataclasses
+    import hashlib
+
+    definition = json.dumps(dataclasses.asdict(fmt), sort_keys=True, default=str)
+    return {"model": str(meta.get("model")), "adapter": str(meta.get("adapter", adapter)),
+            "backend": backend,
+            "format": fmt.name, "format_sha256": hashlib.sha256(definition.encode()).hexdigest()[:16],
+            "sampling": vars(sampling)}
+
+
+def check_resumable(out_dir: str | Path, problems: list[Problem], format: Any, sampling: Sampling, backend: str,
+                    adapter: str | None = None, meta: dict[str, Any] | None = None) -> None:
+    """Refuse, before any model loads, an output folder that holds another evaluation's results."""
+    out = Path(out_dir)
+    _check_resumable(out, read_done(out / SAMPLES_FILE), problems,
+                     fingerprint(get_format(format), sampling, backend, adapter, meta or {}))
+
+
+def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[Problem], print_: dict[str, Any]) -> None:
+    path = out / FINGERPRINT_FILE
+    if done and path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(stored) | set(print_) if stored.get(k) != print_.get(k))
+        if diff:
+            raise ValueError(f"{out} holds results of another evaluation ({', '.join(diff)} differ: "
+                             f"{', '.join(f'{k} {stored.get(k)!r} -> {print_.get(k)!r}' for k in diff[:2])}); "
+                             "use another --out, or delete the folder to start over")
+    by_id = {p.id: p for p in problems}
+    foreign = [i for i in done if i not in by_id]
+    changed = [i for i, row in done.items() if i in by_id and (row.get("question") != by_id[i].question
+                                                               or str(row.get("answer")) != by_id[i].answer)]
+    if foreign or changed:
+        example = (foreign or changed)[0]
+        raise ValueError(f"{out} holds results for other problems ({len(changed)} with the same id but another "
+                         f"question or answer, {len(foreign)} not in this evaluation, e.g. {example}); "
+                         "use another --out for another data file, task or limit")
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows already written, by problem id. A torn last line (killed mid-write) is dropped."""
+    """Rows already written, by problem id. A torn last line (killed mid-write) is dropped;
+    anything else that is not a result row is an error naming the file and line."""
     done: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return done
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, so not a results file") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # the torn last line of a killed run
                 continue
-            done[row["id"]] = row
+            raise ValueError(f"{path}:{n}: not valid JSON") from None
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("samples"), list)
+                and row["samples"] and all(isinstance(g, dict) for g in row["samples"])):
+            raise ValueError(f"{path}:{n}: not a result row (needs an 'id' and a non-empty list of 'samples')")
+        done[row["id"]] = row
     return done
 
 
@@ -69,6 +123,9 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
     ids = {p.id for p in problems}
     if len(ids) != len(problems):
         raise ValueError("problem ids are not unique")
+    print_ = fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {})
+    _check_resumable(out, done, problems, print_)
+    (out / FINGERPRINT_FILE).write_text(json.dumps(print_, indent=1) + "\n", encoding="utf-8")
     _rewrite_clean(samples_path, [done[p.id] for p in problems if p.id in done])
     todo = [p for p in problems if p.id not in done]
     tokenizer = backend.tokenizer

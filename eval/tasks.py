@@ -41,18 +41,45 @@ def read_rows(path: str | Path) -> list[dict]:
         import datasets
 
         return list(datasets.Dataset.from_parquet(str(path)))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
     if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, list) else data["data"]
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: a .json data file is a list of rows or {{\"data\": [rows]}}")
+        return data
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise ValueError(f"{path}:{n}: not valid JSON") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{n}: not valid JSON") from None
     return rows
+
+
+def _check_rows(rows: list, columns: dict[str, tuple[type, ...]], source: str) -> None:
+    """Every row a mapping whose columns have usable values; the message names the row."""
+    if not rows:
+        raise ValueError(f"{source}: no problems in it")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{source}: row {n} is {type(row).__name__} {str(row)[:30]!r}, not a mapping with "
+                             f"{', '.join(columns)}")
+        for column, types in columns.items():
+            value = row.get(column)
+            if column not in row:
+                raise ValueError(f"{source}: row {n} has no {column!r} (columns: {', '.join(map(str, row))})")
+            if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+                raise ValueError(f"{source}: row {n}: {column} must be a non-empty "
+                                 f"{' or '.join(t.__name__ for t in types)}, not {str(value)[:30]!r}")
 
 
 def _hub_rows(name: str, config: str, split: str) -> list[dict]:
@@ -71,10 +98,11 @@ def load_gsm8k(path: str | Path | None = None, split: str = "test") -> list[Prob
     """GSM8K (``question``, ``answer`` ending in ``#### N``); worked solutions keep
     their text with the ``<<a*b=c>>`` calculator notes removed."""
     rows = read_rows(path) if path else _hub_rows(*GSM8K_HUB, split)
-    _require(rows, ("question", "answer"), str(path or GSM8K_HUB[0]))
+    _check_rows(rows, {"question": (str,), "answer": (str, int, float)}, str(path or GSM8K_HUB[0]))
     out = []
     for i, row in enumerate(rows):
-        solution = CALCULATOR_NOTE.sub("", row["answer"].split("####")[0]).strip()
+        solution = CALCULATOR_NOTE.sub("", str(row["answer"]).split("####")[0]).strip() if "####" in str(
+            row["answer"]) else ""
         out.append(Problem(f"gsm8k-{split}-{i}", row["question"], gold_from_gsm8k(row["answer"]) or "", solution))
     return out
 
@@ -116,6 +144,7 @@ def dapo_split(rows: list[dict], heldout: int = 500, seed: int = 0) -> tuple[lis
 
 def load_dapo(path: str | Path | None = None, part: str = "heldout", heldout: int = 500, seed: int = 0) -> list[Problem]:
     rows = read_rows(path) if path else _hub_rows(*DAPO_HUB, "train")
+    _check_rows(rows, {"prompt": (str,), "solution": (str, int, float)}, str(path or DAPO_HUB[0]))
     train, test = dapo_split(rows, heldout=heldout, seed=seed)
     return test if part == "heldout" else train
 

@@ -53,20 +53,45 @@ def format_from_dict(spec: dict[str, Any]) -> Format:
             f"{spec.get('reasoning_start', '')}{{reasoning}}{spec.get('reasoning_end', '')}\n"
             f"{spec.get('answer_start', '')}{{answer}}{spec.get('answer_end', '')}"
         )
-    if "eos_tokens" in spec:
-        spec["eos_tokens"] = tuple(spec["eos_tokens"])
+    for key, value in spec.items():
+        wanted = _FIELD_TYPES.get(key, str)
+        if key == "eos_tokens":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t for t in value):
+                raise ValueError(f"format field eos_tokens must be a list of strings, not {value!r}"[:160])
+            spec[key] = tuple(value)
+        elif not isinstance(value, wanted) or isinstance(value, bool) and wanted is str:
+            raise ValueError(f"format field {key} must be {_TYPE_NAMES[wanted]}, not {type(value).__name__} "
+                             f"{value!r}"[:160])
     try:
-        return Format(**spec)
+        fmt = Format(**spec)
     except TypeError as err:  # e.g. a missing name/system_prompt
         raise ValueError(f"bad format: {err}") from None
+    # A format must read back what it writes, or every reward and grade built on it is wrong.
+    example = fmt.render_completion("17 + 17 = 34", "34")
+    if not fmt.check_format(example) or fmt.extract_answer(example) != "34":
+        raise ValueError(f"format {fmt.name!r} does not read back its own example completion {example!r}: "
+                         "its tags overlap or one contains another")
+    return fmt
+
+
+_FIELD_TYPES: dict[str, Any] = {"enable_thinking": (bool, type(None))}
+_TYPE_NAMES: dict[Any, str] = {str: "a string", (bool, type(None)): "true, false or null"}
 
 
 def load_format(path: str | Path) -> Format:
-    """Read a format from a YAML file."""
+    """Read a format from a YAML file; any problem with it is one ValueError naming the file."""
     import yaml
 
-    with open(path, encoding="utf-8") as fh:
-        return format_from_dict(yaml.safe_load(fh))
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"format file {path}: not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"format file {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return format_from_dict(spec)
+    except ValueError as err:
+        raise ValueError(f"format file {path}: {err}") from None
 
 
 def get_format(spec: str | Format | dict[str, Any]) -> Format:

@@ -15,7 +15,12 @@ _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _LATEX_FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}")
 _SLASH_FRAC = re.compile(r"(-?\d+)\s*/\s*(-?\d+)")
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)\{([^{}]*)\}")
+# LaTeX spacing inside numbers (57\,500, 57{,}500, 57\ 500) and degree marks.
+_LATEX_SPACING = re.compile(r"\\[,;:! ]|~")
+_DEGREES = re.compile(r"\^\s*\{?\\circ\}?")
+# A number followed by unit words (18 dollars, 5 cm^2, 3 km per hour): the words are dropped.
+_NUMBER_WITH_UNITS = re.compile(r"(.*?\d)\s*([A-Za-z][A-Za-z .]{0,40}?)(?:\^\{?[23]\}?)?")
 # lm-evaluation-harness "flexible-extract": the last number-like token.
 _NUMBER_TOKEN = re.compile(r"-?[$0-9.,]{2,}|-?[0-9]+")
 
@@ -63,8 +68,12 @@ def clean_answer(text: str) -> str:
     boxed = find_last_boxed(s) if "\\boxed" in s or "\\fbox" in s else None
     if boxed is not None:
         s = boxed.strip()
-    s = _TEXT_WRAPPER.sub(r"\1", s) if "\\" in s else s
-    s = s.replace("\\$", "").replace("$", "").replace("\\%", "%").replace("\\!", "")
+    s = s.replace("{,}", ",")
+    if "\\" in s or "~" in s:
+        s = _TEXT_WRAPPER.sub(r"\1", s)
+        s = _DEGREES.sub("", s)
+        s = _LATEX_SPACING.sub(lambda m: "" if m.group(0) != "\\ " else " ", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "%")
     s = s.strip().rstrip(".").strip()
     return s
 
@@ -72,16 +81,19 @@ def clean_answer(text: str) -> str:
 def parse_number(text: object) -> Fraction | None:
     r"""Parse a final answer written as a number; ``None`` if it is not one.
 
-    Accepts signs, ``$``, thousands commas, decimals, ``a/b``, ``\frac{a}{b}``,
-    a trailing ``%`` (taken as the number itself, the way GSM8K answers are
-    written) and ``\boxed{}``. Exact: returns a :class:`fractions.Fraction`.
+    Accepts signs, ``$``, thousands commas (also LaTeX's ``57{,}500`` and ``57\,500``),
+    decimals, ``a/b``, ``\frac{a}{b}``, a trailing ``%`` (taken as the number itself,
+    the way GSM8K answers are written), degrees, ``\boxed{}``, and unit words after the
+    number (``18 \text{ dollars}``, ``5 cm^2``). Exact: returns a :class:`fractions.Fraction`.
 
     >>> parse_number("$1,234.50")
     Fraction(2469, 2)
     >>> parse_number(r"\boxed{\frac{3}{4}}")
     Fraction(3, 4)
-    >>> parse_number("12 apples") is None
-    True
+    >>> parse_number(r"\boxed{57{,}500}"), parse_number(r"18 \text{ dollars}"), parse_number("12 apples")
+    (Fraction(57500, 1), Fraction(18, 1), Fraction(12, 1))
+    >>> parse_number("apples") is None, parse_number("3 x 4") is None
+    (True, True)
     """
     if isinstance(text, bool) or text is None:
         return None
@@ -92,6 +104,17 @@ def parse_number(text: object) -> Fraction | None:
     if not isinstance(text, str) or len(text) > 200:
         return None
     s = clean_answer(text)
+    if "=" in s:  # "x = 18": the value after the last "=" (Minerva-style)
+        s = s.rsplit("=", 1)[1].strip()
+    value = _parse_plain(s)
+    if value is None:
+        units = _NUMBER_WITH_UNITS.fullmatch(s)
+        if units and not units.group(2).strip().lower().startswith(("x ", "times", "plus", "minus", "and", "or")):
+            value = _parse_plain(units.group(1))
+    return value
+
+
+def _parse_plain(s: str) -> Fraction | None:
     if s.endswith("%"):
         s = s[:-1].strip()
     s = s.replace(" ", "")

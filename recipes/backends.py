@@ -1,6 +1,8 @@
 """Training backends. Each offers the same five things to the runner: a generator for an
 adapter (evaluation), sft, grpo, export, close.
 
+Both also run the GRPO preflight (``preflight``) through their generator.
+
 - ``hf``: transformers + PEFT + TRL, anywhere (CPU included). Evaluation through our
   batched HF generation, or through one vLLM engine when ``model.use_vllm`` is set.
 - ``unsloth``: FastLanguageModel with its vLLM engine (fast_inference); evaluation goes
@@ -24,7 +26,7 @@ log = logging.getLogger("aha")
 
 
 def make_backend(recipe: Recipe, run: Any, fmt: Format) -> Any:
-    name = pick_backend(recipe.model.backend)
+    name = pick_backend(recipe.model.backend, recipe.model)
     log.info("backend: %s", name)
     if name == "unsloth":
         from .unsloth_backend import UnslothBackend
@@ -73,17 +75,28 @@ class HFTrainBackend:
         trainer = sft_trainer(self.recipe, model, tokenizer, rows, out_dir, peft_config=lora_config(self.recipe))
         return {"examples": len(rows), **train_and_save(trainer, out_dir)}
 
-    def grpo(self, out_dir: Path, sft_adapter: str | None) -> dict[str, Any]:
+    def preflight(self, out_dir: Path, start_adapter: str | None) -> dict[str, Any]:
+        from .preflight import preflight_stage
+
+        generator = self.generator(start_adapter)
+        return preflight_stage(self.recipe, self.fmt, generator, self.problems("grpo"), out_dir)
+
+    def grpo(self, out_dir: Path, sft_adapter: str | None, selected_from: Path | None = None) -> dict[str, Any]:
         """On top of the SFT adapter (loaded trainable), else on a fresh LoRA."""
+        from .preflight import selected_rows
         from .train import grpo_trainer, train_and_save
 
         self._free_engine()
         model, tokenizer = load_for_training(self.base, self.recipe.model, adapter=sft_adapter)
         rows, longest = grpo_rows(self.recipe, self.fmt, tokenizer, self.problems("grpo"))
+        rows = selected_rows(rows, selected_from)
         vllm_args: dict[str, Any] = {}
         if self.recipe.model.use_vllm:
+            from aha.eval.backends import size_cpu_kv_cache
+
             from .vllm_sync import install_cpu_weight_sync
 
+            size_cpu_kv_cache(self.base, self.recipe.model.max_seq_length)  # TRL starts its engine itself
             vllm_args = {"use_vllm": True, "vllm_mode": "colocate"}
             if install_cpu_weight_sync():
                 log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")

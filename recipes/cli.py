@@ -20,7 +20,9 @@ def _read_text_arg(value: str) -> str:
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
         return path.read_text(encoding="utf-8")
-    return value.encode("utf-8").decode("unicode_escape") if "\\n" in value else value
+    # A shell cannot easily pass a newline: "\n" and "\t" in the argument stand for them (nothing else is decoded,
+    # so non-ASCII text stays as typed).
+    return value.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def cmd_rewards_explain(args: argparse.Namespace) -> int:
@@ -59,15 +61,25 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval import HFBackend, Sampling, VLLMBackend, evaluate, load_model, load_task
+    from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
+    from .config import ModelConfig, _check_model_exists
+    from .models import prepare_base
+
     fmt = get_format(args.format)  # check cheap arguments before any model loads
+    _check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
     problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
     adapters = args.adapter or [None]
     if args.backend == "hf" and len(adapters) > 1:
         raise UsageError("the hf backend takes one --adapter per run; use --backend vllm for several")
     meta = {"model": args.model, "task": args.task, "data": args.data, "limit": args.limit, "seed": args.seed}
+    for adapter in adapters:  # an --out holding another evaluation is refused before any model loads
+        out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "")
+        check_resumable(out, problems, fmt, sampling, args.backend, adapter, {**meta, "adapter": adapter})
+    if args.model.startswith("builtin:"):  # the same offline models recipes use, prepared once in a cache folder
+        args.model = prepare_base(ModelConfig(name=args.model), _cache_dir() / args.model.split(":", 1)[1])
     if args.backend == "vllm":
         backend = VLLMBackend(args.model, enable_lora=args.adapter is not None)
     for adapter in adapters:
@@ -84,6 +96,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aha"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from aha.eval.compare import to_markdown, write_report
 
@@ -92,31 +110,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_recipe(value: str) -> Path:
-    """A recipe file path, or the name of a recipe shipped with aha (``smollm2-135m-arith-cpu``)."""
-    path = Path(value)
-    if path.is_file():
-        return path
-    shipped = Path(__file__).parent / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in Path(__file__).parent.glob("*.yaml")))
-    raise UsageError(f"no such recipe: {value} (shipped recipes: {known})")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_recipe
-    from .runner import plan, run_recipe
+    from .api import load_recipe, run
+    from .runner import plan
 
-    path = find_recipe(args.recipe)
-    recipe = load_recipe(path, args.set)  # every check happens here, before any model loads
+    recipe = load_recipe(args.recipe, args.set, out=args.out)  # every check happens here, before any model loads
     out = Path(args.out or Path("runs") / recipe.name)
     if args.dry_run:
         print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}")
         return 0
-    state = run_recipe(recipe, out, recipe_dir=path.parent, stop_after=args.stop_after)
-    print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in state["stages"] else
+    result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
+    print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in result.stages else
           f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Sample the policy GRPO would start from, as GRPO samples, and say whether GRPO can learn."""
+    from types import SimpleNamespace
+
+    from aha.eval.backends import check_adapter_folder
+    from aha.formats import get_format
+
+    from .api import find_recipe, load_recipe
+    from .backends import make_backend
+    from .config import _resolve
+    from .models import pick_backend
+    from .preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
+    from .runner import _setup_logging
+
+    path = find_recipe(args.recipe)
+    recipe = load_recipe(path, args.set)
+    if args.adapter:
+        check_adapter_folder(args.adapter)
+    pick_backend(recipe.model.backend, recipe.model)
+    out = Path(args.out or Path("runs") / f"{recipe.name}-preflight")
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out)
+    fmt = get_format(_resolve(recipe.format, path.parent))
+    backend = make_backend(recipe, SimpleNamespace(dir=out), fmt)
+    try:
+        report = backend.preflight(out, args.adapter)
+    finally:
+        backend.close()
+    print("\n".join(to_markdown(report)).replace("preflight/preflight.png", str(out / "preflight.png")))
+    check_verdicts(report, "stop" if recipe.grpo.preflight == "stop" else "warn", out / PREFLIGHT_FILE)
     return 0
 
 
@@ -174,7 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<recipe name>); re-running resumes")
     run.add_argument("--dry-run", action="store_true", help="validate the recipe and print the stages")
     run.add_argument("--stop-after", help="stop after this stage (re-run to continue)")
+    run.add_argument("--from", dest="restart_from", metavar="STAGE",
+                     help="run this stage and every later one again, replacing their outputs (e.g. --from preflight "
+                          "--set grpo.seed=2: GRPO again from the same warmup)")
     run.set_defaults(func=cmd_run)
+
+    pre = sub.add_parser("preflight", help="will GRPO learn? sample the starting policy as GRPO would, before training")
+    pre.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe")
+    pre.add_argument("--adapter", help="LoRA adapter GRPO would start from (e.g. RUN/sft/adapter); default: the base model")
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    pre.add_argument("--out", help="folder for preflight.json and preflight.png (default: runs/<recipe>-preflight)")
+    pre.set_defaults(func=cmd_preflight)
 
     formats = sub.add_parser("formats", help="list the reasoning formats, or show one")
     formats.add_argument("name", nargs="?")

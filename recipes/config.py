@@ -77,6 +77,7 @@ class SFTStage:
 @dataclass
 class GRPOStage:
     enabled: bool = True
+    seed: int | None = None  # GRPO's own seed (prompt order, sampling, the preflight); default: the recipe's seed
     num_prompts: int = 1000
     prompt_percentile: float = 90.0  # prompts longer than this percentile (tokens) are dropped
     reward_mode: str = "default"  # default | faithful
@@ -85,6 +86,11 @@ class GRPOStage:
         RewardSpec("check_number")])
     warn_truncated_ratio: float = 0.5  # warn when more completions than this hit max_completion_length
     warn_format_after_steps: int = 10  # warn when the format reward has never been positive by then
+    # The preflight (stage `preflight`, or `aha preflight`): sample the starting policy as GRPO will, before any step.
+    preflight: str = "stop"  # stop: a fatal finding ends the run before GRPO | warn: report and go on | off
+    preflight_prompts: int = 32  # training prompts the preflight samples (num_generations completions each)
+    select: str = "all"  # all | learnable: train only on prompts whose preflight pass rate is strictly in (0, 1)
+    select_max_prompts: int | None = None  # learnable: score at most this many candidates (default 4x what GRPO uses)
     trl: dict[str, Any] = field(default_factory=dict)  # GRPOConfig fields
 
 
@@ -105,6 +111,8 @@ class EvalConfig:
     max_new_tokens: int = 512
     batch_size: int = 16
     after_sft: bool = True  # also evaluate between SFT and GRPO, so GRPO's own share shows
+    sampled_k: int = 0  # > 0: after SFT and after GRPO also sample k answers per problem at GRPO's temperature
+    sampled_limit: int | None = None  # the sampled evaluation's problems (the first N of each task; default all)
     metric: str = "lenient"  # the compare stage's primary metric
 
 
@@ -136,11 +144,21 @@ class Recipe:
 _STAGE_OWN = {"sft": SFTStage, "grpo": GRPOStage}
 # Set by the runner from other sections; a recipe must not set them twice.
 _RUNNER_OWNED = {"output_dir", "reward_weights", "seed", "use_cpu", "max_length"}
+# TRL fields a recipe may not set, with the reason.
+_REFUSED = {"push_to_hub": "aha publishes through export.push_to_hub (one way to publish, with its checks)",
+            "hub_token": "secrets never go in a recipe: set HF_TOKEN in the environment",
+            "hub_model_id": "aha publishes through export.push_to_hub"}
 
 
 # ----- loading -------------------------------------------------------------------------------------
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply ``key.sub=value`` overrides, validate everything."""
+    return recipe_from_dict(read_recipe_data(path, overrides), base_dir=Path(path).parent)
+
+
+def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe as a plain mapping with the overrides applied; not validated (that imports
+    TRL, and Unsloth must be imported before TRL when the recipe uses it)."""
     import yaml
 
     path = Path(path)
@@ -148,6 +166,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"no such recipe file: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text, so not a recipe") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -155,7 +175,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data.setdefault("name", path.stem)
     for item in overrides or []:
         apply_override(data, item)
-    return recipe_from_dict(data, base_dir=path.parent)
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -171,7 +191,10 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> Recipe:
@@ -197,6 +220,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
                                   f"nor a TRL {_TRL_CLASS[stage]} field")
             if key in _RUNNER_OWNED:
                 raise RecipeError(f"{path}: set by the runner from the recipe; do not set it here")
+            if key in _REFUSED:
+                raise RecipeError(f"{path}: not allowed here: {_REFUSED[key]}")
             trl[key] = _coerce(value, trl_fields[key], path)
             continue
         if key not in own:
@@ -292,12 +317,18 @@ def _validate(recipe: Recipe, base_dir: Path | None) -> None:
     from aha.formats import get_format
     from aha.rewards import get_reward
 
+    if not recipe.name or not all(ch.isalnum() or ch in "-_." for ch in recipe.name) or recipe.name.startswith("."):
+        raise RecipeError(f"name must be a plain name (letters, digits, - _ .), not {recipe.name!r}: it names the run "
+                          "folder under runs/; choose a folder with --out")
     m = recipe.model
     if not m.name:
         raise RecipeError("model.name is missing: a hub id, a local folder, or one of " + ", ".join(BUILTIN_MODELS))
     _check_model_exists(m, base_dir)
     _one_of("model.backend", m.backend, ("hf", "unsloth", "auto"))
     _one_of("model.dtype", m.dtype, ("auto", "float32", "bfloat16", "float16"))
+    if m.backend == "unsloth" and (m.name.startswith("builtin:") or m.gguf_file):
+        raise RecipeError(f"model.backend unsloth cannot load {m.name}{' (GGUF)' if m.gguf_file else ''}: built-in "
+                          "models and GGUF files load through aha's own loader; use backend hf or auto")
     if m.load_in_4bit and m.backend == "hf":
         raise RecipeError("model.load_in_4bit needs backend unsloth")
     if recipe.lora.r < 1:
@@ -323,6 +354,16 @@ def _validate(recipe: Recipe, base_dir: Path | None) -> None:
         raise RecipeError("sft: dapo-math has no worked solutions; set sft.task to gsm8k or arith for the warmup, "
                           "or sft.enabled false")
     _one_of("grpo.reward_mode", recipe.grpo.reward_mode, ("default", "faithful"))
+    _one_of("grpo.preflight", recipe.grpo.preflight, ("stop", "warn", "off"))
+    _one_of("grpo.select", recipe.grpo.select, ("all", "learnable"))
+    if recipe.grpo.select == "learnable" and recipe.grpo.preflight == "off":
+        raise RecipeError("grpo.select: learnable needs the preflight's pass rates; set grpo.preflight to stop or warn")
+    if recipe.grpo.preflight_prompts < 1:
+        raise RecipeError(f"grpo.preflight_prompts must be at least 1, not {recipe.grpo.preflight_prompts}")
+    if recipe.grpo.select_max_prompts is not None and recipe.grpo.select_max_prompts < 1:
+        raise RecipeError(f"grpo.select_max_prompts must be at least 1, not {recipe.grpo.select_max_prompts}")
+    if recipe.eval.sampled_k < 0 or (recipe.eval.sampled_limit is not None and recipe.eval.sampled_limit < 1):
+        raise RecipeError("eval.sampled_k must be >= 0 and eval.sampled_limit >= 1")
     if recipe.grpo.enabled and not recipe.grpo.rewards:
         raise RecipeError("grpo.rewards is empty: GRPO needs at least one reward")
     for i, spec in enumerate(recipe.grpo.rewards):
@@ -332,6 +373,7 @@ def _validate(recipe: Recipe, base_dir: Path | None) -> None:
             raise RecipeError(f"grpo.rewards[{i}]: {err}") from None
     if not 0 < recipe.grpo.prompt_percentile <= 100:
         raise RecipeError(f"grpo.prompt_percentile must be in (0, 100], not {recipe.grpo.prompt_percentile}")
+    _check_ranges(recipe)
     for stage in ("sft", "grpo"):
         _check_trl(stage, getattr(recipe, stage).trl)
     _one_of("eval.metric", recipe.eval.metric, ("strict", "lenient", "math_verify", "format_ok"))
@@ -344,6 +386,67 @@ _TRL_CHOICES = {"grpo": {"loss_type": ("grpo", "bnpo", "dr_grpo", "dapo", "luspo
                          "scale_rewards": ("group", "batch", "none", True, False)}}
 
 
+# Every numeric value a user can set, with the range that makes sense: (low, high, low inclusive, high inclusive);
+# None is unbounded. TRL and PEFT accept many of the bad ones silently (max_steps -5 trains by epochs).
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "seed": (0, None, True, True), "model.max_seq_length": (1, None, True, True),
+    "model.gpu_memory_utilization": (0, 1, False, True), "lora.r": (1, None, True, True),
+    "lora.alpha": (0, None, False, True), "lora.dropout": (0, 1, True, False), "data.level": (1, None, True, True),
+    "data.num_train": (1, None, True, True), "data.seed": (0, None, True, True), "data.heldout": (1, None, True, True),
+    "sft.num_examples": (1, None, True, True), "sft.max_tokens": (1, None, True, True),
+    "grpo.num_prompts": (1, None, True, True), "grpo.warn_truncated_ratio": (0, 1, True, True),
+    "grpo.warn_format_after_steps": (1, None, True, True), "grpo.preflight_prompts": (1, None, True, True),
+    "grpo.select_max_prompts": (1, None, True, True), "grpo.seed": (0, None, True, True), "eval.max_new_tokens": (1, None, True, True),
+    "eval.batch_size": (1, None, True, True), "eval.sampled_k": (0, None, True, True),
+    "eval.sampled_limit": (1, None, True, True),
+    # TRL fields, in either stage
+    "learning_rate": (0, None, False, True), "num_train_epochs": (0, None, False, True),
+    "per_device_train_batch_size": (1, None, True, True), "gradient_accumulation_steps": (1, None, True, True),
+    "warmup_steps": (0, None, True, True), "warmup_ratio": (0, 1, True, True), "weight_decay": (0, None, True, True),
+    "logging_steps": (0, None, False, True), "save_steps": (0, None, False, True),
+    "save_total_limit": (1, None, True, True), "max_grad_norm": (0, None, True, True),
+    "num_generations": (2, None, True, True), "max_completion_length": (1, None, True, True),
+    "temperature": (0, None, False, True), "top_p": (0, 1, False, True), "min_p": (0, 1, True, False),
+    "top_k": (-1, None, True, True), "beta": (0, None, True, True), "epsilon": (0, None, False, True),
+    "num_iterations": (1, None, True, True), "repetition_penalty": (0, None, False, True),
+}
+
+
+def _check_ranges(recipe: Recipe) -> None:
+    values: list[tuple[str, Any]] = []
+    for key in _RANGES:
+        if "." in key:
+            section, name = key.split(".")
+            values.append((key, getattr(getattr(recipe, section), name)))
+        elif hasattr(recipe, key):
+            values.append((key, getattr(recipe, key)))
+        else:
+            values += [(f"{stage}.{key}", getattr(recipe, stage).trl[key]) for stage in ("sft", "grpo")
+                       if key in getattr(recipe, stage).trl]
+    values += [(f"eval.tasks[{i}].limit", t.limit) for i, t in enumerate(recipe.eval.tasks)]
+    for where, value in values:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, low_in, high_in = _RANGES.get(where.split(".")[-1] if where.startswith(("sft.", "grpo.")) and
+                                                 where not in _RANGES else where, (1, None, True, True))
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RecipeError(f"{where} must be a finite number, not {value}")
+        if where.endswith("max_steps"):
+            continue
+        too_low = low is not None and (value < low or (value == low and not low_in))
+        too_high = high is not None and (value > high or (value == high and not high_in))
+        if too_low or too_high:
+            bounds = [f"{'>=' if low_in else '>'} {low:g}"] if low is not None else []
+            bounds += [f"{'<=' if high_in else '<'} {high:g}"] if high is not None else []
+            raise RecipeError(f"{where} must be {' and '.join(bounds)}, not {value:g}")
+    for stage in ("sft", "grpo"):
+        steps = getattr(recipe, stage).trl.get("max_steps")
+        if isinstance(steps, int) and steps != -1 and steps < 1:
+            raise RecipeError(f"{stage}.max_steps must be at least 1 (or -1: train by epochs), not {steps}")
+    if recipe.eval.enabled and not recipe.eval.tasks:
+        raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
+
+
 def _check_trl(stage: str, values: dict[str, Any]) -> None:
     """Build the TRL config once, on CPU settings, so TRL's own checks run now."""
     import trl
@@ -354,7 +457,7 @@ def _check_trl(stage: str, values: dict[str, Any]) -> None:
 
     cls = getattr(trl, _TRL_CLASS[stage])
     try:
-        cls(output_dir=os.devnull, use_cpu=True, bf16=False, report_to="none", **values)
+        cls(**{"use_cpu": True, "bf16": False, "report_to": "none", **values, "output_dir": os.devnull})
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{stage}: {str(err).splitlines()[0]}") from None
 

@@ -80,7 +80,7 @@ def sft_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem
 def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem]) -> tuple[list[dict[str, str]], int]:
     """Prompts for GRPO, those longer than the recipe's percentile dropped; returns the
     rows and the longest kept prompt in tokens."""
-    rng = random.Random(recipe.seed)
+    rng = random.Random(grpo_seed(recipe))
     pool = list(problems)
     rng.shuffle(pool)
     pool = pool[: recipe.grpo.num_prompts]
@@ -92,6 +92,11 @@ def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Proble
         log.info("grpo: dropped %d prompts longer than %d tokens (percentile %g)", len(pool) - len(rows), cutoff,
                  recipe.grpo.prompt_percentile)
     return rows, max(n for n in lengths if n <= cutoff)
+
+
+def grpo_seed(recipe: Recipe) -> int:
+    """GRPO's seed: its own when the recipe sets one (to re-run GRPO from the same warmup), else the recipe's."""
+    return recipe.grpo.seed if recipe.grpo.seed is not None else recipe.seed
 
 
 def _percentile(values: list[int], q: float) -> int:

@@ -20,21 +20,61 @@ log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def pick_backend(requested: str) -> str:
-    """``auto`` -> unsloth when CUDA and unsloth are both present, else hf."""
+def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
+    """``auto`` -> unsloth when CUDA and unsloth are both present and Unsloth can load the
+    model, else hf (said in the log on a CUDA machine). Built-in models and GGUF files go
+    through our own loader, which Unsloth's ``from_pretrained`` does not know."""
     import torch
 
     cuda = torch.cuda.is_available()
     has_unsloth = importlib.util.find_spec("unsloth") is not None
+    ours = model is not None and (model.name.startswith("builtin:") or bool(model.gguf_file))
     if requested == "auto":
-        return "unsloth" if cuda and has_unsloth else "hf"
+        if cuda and has_unsloth and not ours:
+            return "unsloth"
+        if cuda:
+            log.info("backend auto -> hf: %s", "unsloth is not installed" if not has_unsloth else
+                     f"{model.name if model else 'this model'} loads through aha's own loader (built-in or GGUF), "
+                     "which Unsloth cannot use")
+        return "hf"
     if requested == "unsloth":
+        if ours:
+            raise RecipeError(f"model.backend unsloth cannot load {model.name}{' (GGUF)' if model.gguf_file else ''}: "
+                              "built-in models and GGUF files load through aha's own loader; use backend hf or auto")
         if not cuda:
             raise RecipeError("model.backend unsloth needs a CUDA GPU and this machine has none; "
                               "use model.backend: hf (or auto)")
         if not has_unsloth:
             raise RecipeError("model.backend unsloth needs unsloth: pip install 'aha-recipes[unsloth]'")
     return requested
+
+
+def unsloth_wanted(data: dict[str, Any]) -> bool:
+    """Will this raw recipe mapping run on Unsloth? Decided before validation imports TRL."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    backend, name = model.get("backend", "auto"), str(model.get("name", ""))
+    if backend == "unsloth":
+        return True
+    if backend != "auto" or name.startswith("builtin:") or model.get("gguf_file"):
+        return False
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+
+
+def import_unsloth_first(compile_cache: Path) -> None:
+    """Unsloth patches transformers, TRL and PEFT as it is imported, so it must come before
+    them. Its compiled-code cache goes into ``compile_cache`` (the run folder), not into
+    whatever folder the user runs from. Without CUDA or unsloth this does nothing: the
+    recipe's validation then says why in one line."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None:
+        return
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(compile_cache))
+    import unsloth  # noqa: F401
 
 
 def _package_folder(module: str, pip_hint: str) -> Path:
@@ -110,13 +150,28 @@ def prepare_base(model: ModelConfig, run_dir: Path) -> str:
     return str(target)
 
 
-def resolve_dtype(name: str) -> str:
-    """``auto`` -> bfloat16 on CUDA, float32 on CPU (CPU training is fp32); else as named."""
+def precision(capability: tuple[int, int] | None) -> str:
+    """THE precision rule, for the model's dtype and TRL's bf16/fp16 flags alike: bfloat16 on
+    GPUs that have it (Ampere, compute capability 8.0, and newer), float16 on older ones
+    (T4 7.5, V100 7.0), float32 on the CPU (``capability`` None).
+
+    >>> precision((9, 0)), precision((8, 6)), precision((7, 5)), precision(None)
+    ('bfloat16', 'bfloat16', 'float16', 'float32')
+    """
+    if capability is None:
+        return "float32"
+    return "bfloat16" if capability >= (8, 0) else "float16"
+
+
+def device_capability() -> tuple[int, int] | None:
     import torch
 
-    if name != "auto":
-        return name
-    return "bfloat16" if torch.cuda.is_available() else "float32"
+    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None  # type: ignore[return-value]
+
+
+def resolve_dtype(name: str) -> str:
+    """``auto`` -> :func:`precision` of this machine; else as named."""
+    return precision(device_capability()) if name == "auto" else name
 
 
 def load_for_training(base: str, model: ModelConfig, adapter: str | None = None):

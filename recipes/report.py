@@ -12,15 +12,34 @@ import yaml
 from .config import Recipe
 
 
-def reward_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
-    """PNG of each reward layer's mean per logged step; False when nothing was logged."""
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to ``window`` points (the first points average what exists).
+
+    >>> moving_average([0, 2, 4, 6], 2)
+    [0.0, 1.0, 3.0, 5.0]
+    """
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+PASS_RATE_KEY = "rewards/answer_pass/mean"
+
+
+def reward_curves(log_history: list[dict[str, Any]], path: Path, window: int | None = None) -> bool:
+    """PNG of each reward layer's mean per logged step (faint) with its moving average (bold),
+    and beside it the share of completions that are right; False when nothing was logged.
+    A few prompts per step make the raw points swing; the moving average shows the trend."""
     series: dict[str, list[tuple[int, float]]] = {}
     for row in log_history:
         for key, value in row.items():
-            if key.startswith("rewards/") and key.endswith("/mean"):
+            if key.startswith("rewards/") and key.endswith("/mean") and key != PASS_RATE_KEY:
                 series.setdefault(key.split("/")[1], []).append((row.get("step", 0), value))
         if "reward" in row:
             series.setdefault("total (weighted)", []).append((row.get("step", 0), row["reward"]))
+    passes = [(row.get("step", 0), row[PASS_RATE_KEY]) for row in log_history if PASS_RATE_KEY in row]
     if not series:
         return False
     import matplotlib
@@ -28,32 +47,45 @@ def reward_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name,
-                linewidth=2.5 if name.startswith("total") else 1.2)
+    steps = max(len(points) for points in series.values())
+    window = window or max(3, steps // 5)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (name, points) in enumerate(series.items()):
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        colour = f"C{i}"
+        ax.plot(xs, ys, color=colour, alpha=0.25, linewidth=0.8)
+        ax.plot(xs, moving_average(ys, window), color=colour, label=name,
+                linewidth=2.6 if name.startswith("total") else 1.5)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward")
-    ax.set_title("Rewards per layer during GRPO")
+    ax.set_title(f"Rewards per layer (faint: per step; bold: moving average of {window})", fontsize=9)
     ax.legend(fontsize=7, loc="best")
+    if passes:
+        xs, ys = [p[0] for p in passes], [100 * p[1] for p in passes]
+        ax2.plot(xs, ys, color="#2f6fde", alpha=0.25, linewidth=0.8)
+        ax2.plot(xs, moving_average(ys, window), color="#2f6fde", linewidth=2.2)
+        ax2.set_ylim(0, 100)
+    ax2.set_xlabel("GRPO step")
+    ax2.set_ylabel("% of sampled completions")
+    ax2.set_title("Format followed and answer right", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
 
 
-def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versions: dict[str, str]) -> Path:
-    lines = [f"# Run report: {recipe.name}", "", f"Run directory: `{run_dir}`", "", "## Stages", "",
-             "| stage | seconds | notes |", "|---|---|---|"]
-    for stage, info in state["stages"].items():
-        notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
-        lines.append(f"| {stage} | {info.get('seconds', '')} | {notes} |")
+def result_tables(state: dict[str, Any]) -> list[str]:
+    """The evaluations, the paired comparisons and the sampled comparison, as markdown
+    (the report's core; the Python API's RunResult shows the same in a notebook)."""
+    lines: list[str] = []
     evals = [(s, info["results"]) for s, info in state["stages"].items() if s.startswith("eval-")]
     if evals:
         lines += ["", "## Evaluations", "", "| stage | task | problems | format | strict | lenient | math-verify | "
                   "truncated | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
         for stage, results in evals:
             for task, r in results.items():
+                if "format_compliance" not in r:  # sampled evaluations have their own table
+                    continue
                 lines.append(f"| {stage} | {task} | {r['problems']} | {r['format_compliance']:.1%} | "
                              f"{r['accuracy_strict']:.1%} | {r['accuracy_lenient']:.1%} | "
                              f"{r['accuracy_math_verify']:.1%} | {r['truncation_rate']:.1%} | "
@@ -69,6 +101,31 @@ def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versi
                              f"{r['p_value']:.3g} |")
         lines += ["", "`overall` is before vs after; `sft` is before vs after the warmup; `grpo` is after the warmup "
                   "vs after GRPO (GRPO's own share)."]
+    sampled = state["stages"].get("compare", {}).get("sampled", {})
+    if sampled:
+        lines += ["", "## Sampled accuracy at GRPO's temperature (after the warmup vs after GRPO)", "",
+                  "Each problem answered k times with GRPO's own sampling settings; a problem's pass rate is the share "
+                  "of its k answers that are right. Paired by problem, exact sign test on which problems went up or "
+                  "down.", "", "| task | k | problems | mean pass rate before | after | up | down | p |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key, r in sampled.items():
+            lines.append(f"| {key} | {r['k']} | {r['problems']} | {r['before']:.1%} | {r['after']:.1%} | "
+                         f"{r['improved']} | {r['worsened']} | {r['p_value']:.3g} |")
+    return lines
+
+
+def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versions: dict[str, str]) -> Path:
+    lines = [f"# Run report: {recipe.name}", "", f"Run directory: `{run_dir}`", "", "## Stages", "",
+             "| stage | seconds | notes |", "|---|---|---|"]
+    for stage, info in state["stages"].items():
+        notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
+        lines.append(f"| {stage} | {info.get('seconds', '')} | {notes} |")
+    lines += result_tables(state)
+    preflight = run_dir / "preflight" / "preflight.json"
+    if preflight.is_file():
+        from .preflight import to_markdown as preflight_markdown
+
+        lines += ["", "## GRPO preflight (will it learn?)", ""] + preflight_markdown(json.loads(preflight.read_text()))
     history = run_dir / "grpo" / "log_history.json"
     if history.is_file() and reward_curves(json.loads(history.read_text()), run_dir / "reward_curves.png"):
         lines += ["", "## Rewards during GRPO", "", "![reward curves](reward_curves.png)"]

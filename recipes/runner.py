@@ -1,10 +1,12 @@
 """``aha run``: the stages of a recipe, in order, into one run directory.
 
-    eval-before -> sft -> eval-after-sft -> grpo -> eval-after -> compare -> export -> report
+    eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export -> report
 
 Each finished stage is recorded in ``state.json``; re-running the same command skips
 finished stages and resumes training from its last checkpoint. A run directory belongs
-to one recipe: running a changed recipe into it is refused rather than mixed.
+to one recipe: a change that would alter a stage already run is refused rather than
+mixed; a change to sections only later stages read (say ``grpo.*`` after a preflight
+that stopped the run) is taken, and logged.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,33 @@ log = logging.getLogger("aha")
 STATE_FILE = "state.json"
 
 
+ALL_STAGES = ("eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after", "compare", "export", "report")
+# The first stage that reads a recipe section (or key); what is not named here is read by every stage.
+FIRST_STAGE_READING = {"sft": "sft", "grpo": "preflight", "export": "export", "eval.sampled_k": "eval-after-sft",
+                       "eval.sampled_limit": "eval-after-sft"}
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section`` or ``section.key`` for every value that differs (one level into sections).
+
+    >>> _changed_keys({"a": 1, "b": {"x": 1, "y": 2}}, {"a": 1, "b": {"x": 1, "y": 3}})
+    ['b.y']
+    """
+    def flat(section: Any) -> Any:  # a stage's TRL fields read as its own keys (grpo.learning_rate)
+        if isinstance(section, dict) and isinstance(section.get("trl"), dict):
+            return {**{k: v for k, v in section.items() if k != "trl"}, **section["trl"]}
+        return section
+
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = flat(old.get(key)), flat(new.get(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(key)
+    return out
+
+
 def plan(recipe: Recipe) -> list[str]:
     """The stages this recipe runs, in order."""
     trains = recipe.sft.enabled or recipe.grpo.enabled
@@ -36,6 +66,7 @@ def plan(recipe: Recipe) -> list[str]:
     stages = ["eval-before"] if ev else []
     stages += ["sft"] if recipe.sft.enabled else []
     stages += ["eval-after-sft"] if ev and recipe.eval.after_sft and recipe.sft.enabled and recipe.grpo.enabled else []
+    stages += ["preflight"] if recipe.grpo.enabled and recipe.grpo.preflight != "off" else []
     stages += ["grpo"] if recipe.grpo.enabled else []
     stages += ["eval-after", "compare"] if ev and trains else []
     stages += ["export"] if trains else []
@@ -49,19 +80,48 @@ def recipe_hash(recipe: Recipe) -> str:
 class Run:
     """One run directory: its recipe, its state, its log."""
 
-    def __init__(self, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None):
+    def __init__(self, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
+                 restart_from: str | None = None):
         self.recipe, self.dir, self.recipe_dir = recipe, Path(out_dir), recipe_dir
+        self.changed: list[str] = []  # recipe values changed since the stages already done (none of which read them)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         digest = recipe_hash(recipe)
-        if self.state.get("recipe_hash", digest) != digest:
-            raise RecipeError(f"{self.dir} holds a run of a different recipe (or different --set values); "
-                              "re-run the same command to resume, or pass --out NEW_DIR")
-        self.state.setdefault("recipe_hash", digest)
         self.state.setdefault("stages", {})
+        if restart_from:
+            self._forget_from(restart_from)
+        if self.state.get("recipe_hash", digest) != digest:
+            self._accept_change(recipe.to_dict())
+        self.state["recipe_hash"] = digest
+        self.state["recipe"] = recipe.to_dict()
         (self.dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         self._save()
+
+    def _forget_from(self, stage: str) -> None:
+        """Drop ``stage`` and every later one, with their outputs, so they run again (say GRPO
+        with another seed, from the same warmup). Earlier stages and their outputs stay."""
+        later = ALL_STAGES[ALL_STAGES.index(stage):]
+        for name in later:
+            self.state["stages"].pop(name, None)
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+        if "report" in later:
+            for leftover in ("report.md", "reward_curves.png"):
+                (self.dir / leftover).unlink(missing_ok=True)
+        self._save()
+
+    def _accept_change(self, new: dict[str, Any]) -> None:
+        """A changed recipe may only touch values that no finished stage has read."""
+        old = self.state.get("recipe")
+        changed = _changed_keys(old, new) if old else ["?"]
+        done = [ALL_STAGES.index(s) for s in self.state["stages"] if s in ALL_STAGES]
+        for key in changed:
+            first = ALL_STAGES.index(FIRST_STAGE_READING.get(key, FIRST_STAGE_READING.get(key.split(".")[0],
+                                                                                            ALL_STAGES[0])))
+            if any(i >= first for i in done):
+                raise RecipeError(f"{self.dir} holds a run of a different recipe ({key} changed after stages that "
+                                  "read it ran); re-run the same command to resume, or pass --out NEW_DIR")
+        self.changed = changed
 
     def _save(self) -> None:
         tmp = self.state_path.with_suffix(".tmp")
@@ -91,18 +151,24 @@ def _setup_logging(run_dir: Path) -> None:
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
-               stop_after: str | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state."""
+               stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
+    ``restart_from`` runs that stage and every later one again (their outputs are replaced)."""
     from .backends import make_backend
     from .models import pick_backend
 
-    pick_backend(recipe.model.backend)  # "unsloth without a GPU" is refused before the run directory is touched
-    run = Run(recipe, out_dir, recipe_dir)
-    _setup_logging(run.dir)
+    pick_backend(recipe.model.backend, recipe.model)  # "unsloth without a GPU" is refused before the run directory is touched
     stages = plan(recipe)
     if stop_after and stop_after not in stages:
         raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
+    if restart_from and restart_from not in stages:
+        raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
+    run = Run(recipe, out_dir, recipe_dir, restart_from=restart_from)
+    _setup_logging(run.dir)
     todo = [s for s in stages if not run.done(s)]
+    if run.changed:
+        log.info("recipe changed in %s; no finished stage read it, so the remaining stages use the new values",
+                 ", ".join(run.changed))
     log.info("run %s in %s: stages %s%s", recipe.name, run.dir, " -> ".join(stages),
              f" (done already: {', '.join(s for s in stages if run.done(s))})" if len(todo) < len(stages) else "")
     fmt = get_format(_resolve(recipe.format, recipe_dir))
@@ -135,25 +201,46 @@ def _adapter_for(run: Run, stage: str) -> str | None:
 
 def _eval(stage: str):
     def do(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+        from dataclasses import replace
+
         from aha.eval import Sampling, evaluate
 
         from .data import eval_problems
+        from .preflight import grpo_sampling
 
         recipe = run.recipe
         sampling = Sampling(max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
         adapter = _adapter_for(run, stage)
         generator = backend.generator(adapter)
+        meta = {"model": recipe.model.name, "stage": stage, "adapter": adapter}
+        lora = adapter if getattr(generator, "name", "") == "vllm" else None
         results = {}
         for key, problems in eval_problems(recipe).items():
-            summary = evaluate(generator, problems, run.path(stage, key), fmt, sampling,
-                               adapter=adapter if getattr(generator, "name", "") == "vllm" else None,
-                               meta={"model": recipe.model.name, "task": key, "stage": stage, "adapter": adapter})
+            summary = evaluate(generator, problems, run.path(stage, key), fmt, sampling, adapter=lora,
+                               meta={**meta, "task": key})
             r = summary["results"]
             log.info("%s %s: format %.1f%%, strict %.1f%%, lenient %.1f%%, truncated %.1f%% (%d problems)", stage, key,
                      100 * r["format_compliance"], 100 * r["accuracy_strict"], 100 * r["accuracy_lenient"],
                      100 * r["truncation_rate"], r["problems"])
             results[key] = {k: r[k] for k in ("problems", "format_compliance", "accuracy_strict", "accuracy_lenient",
                                               "accuracy_math_verify", "truncation_rate", "mean_completion_tokens")}
+            if recipe.eval.sampled_k and recipe.grpo.enabled and stage != "eval-before":
+                # GRPO sharpens the sampled policy first: k answers per problem at GRPO's own sampling settings.
+                k = recipe.eval.sampled_k
+                sampled = replace(grpo_sampling(recipe, recipe.eval.max_new_tokens), n=k, seed=recipe.seed)
+                keep = getattr(generator, "batch_size", None)
+                if keep:
+                    generator.batch_size = max(1, keep // k)
+                summary = evaluate(generator, problems[: recipe.eval.sampled_limit], run.path(stage, f"{key}-sampled"),
+                                   fmt, sampled, adapter=lora, meta={**meta, "task": key})
+                if keep:
+                    generator.batch_size = keep
+                r = summary["results"]
+                log.info("%s %s sampled (k=%d, temperature %g): mean pass rate strict %.1f%% (%d problems)", stage,
+                         key, k, sampled.temperature, 100 * r["pass@1_strict"], r["problems"])
+                results[f"{key}-sampled"] = {"problems": r["problems"], "k": k, "temperature": sampled.temperature,
+                                             "pass@1_strict": r["pass@1_strict"], "pass@1_lenient": r["pass@1_lenient"],
+                                             f"pass@{k}_strict": r[f"pass@{k}_strict"]}
         return {"results": results}
     return do
 
@@ -162,9 +249,26 @@ def _sft(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
     return backend.sft(run.path("sft"))
 
 
+def _start_adapter(run: Run) -> str | None:
+    """The policy GRPO starts from: the SFT adapter, or none (a fresh LoRA on the base model)."""
+    return str(run.path("sft", "adapter")) if run.recipe.sft.enabled else None
+
+
+def _preflight(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+    from .preflight import PREFLIGHT_FILE, check_verdicts
+
+    report = backend.preflight(run.path("preflight"), _start_adapter(run))
+    check_verdicts(report, run.recipe.grpo.preflight, run.path("preflight", PREFLIGHT_FILE))
+    s = report["stats"]
+    k = s["group_size"]
+    return {"prompts": s["prompts"], "pass@1": s["pass@1"], f"pass@{k}": s[f"pass@{k}"],
+            "flat_group_share": s["flat_group_share"], "truncation_rate": s["truncation_rate"],
+            "selection": report["selection"], "verdicts": [f"{v['level']}: {v['message']}" for v in report["verdicts"]]}
+
+
 def _grpo(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
-    sft_adapter = str(run.path("sft", "adapter")) if run.recipe.sft.enabled else None
-    return backend.grpo(run.path("grpo"), sft_adapter)
+    selected = run.path("preflight") if run.recipe.grpo.select == "learnable" else None
+    return backend.grpo(run.path("grpo"), _start_adapter(run), selected_from=selected)
 
 
 COMPARISONS = (("overall", "eval-before", "eval-after"), ("sft", "eval-before", "eval-after-sft"),
@@ -173,6 +277,7 @@ COMPARISONS = (("overall", "eval-before", "eval-after"), ("sft", "eval-before", 
 
 def _compare(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
     from aha.eval import write_report
+    from aha.eval.compare import compare_pass_rates
 
     out: dict[str, Any] = {}
     for key in sorted(p.name for p in run.path("eval-before").iterdir() if p.is_dir()):
@@ -186,7 +291,16 @@ def _compare(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
             primary = report["metrics"][run.recipe.eval.metric]
             log.info("compare %s %s (%s -> %s): %s %.1f%% -> %.1f%%, McNemar p = %.3g", key, label, before, after,
                      run.recipe.eval.metric, 100 * primary["before"], 100 * primary["after"], primary["p_value"])
-    return {"comparisons": out}
+    sampled: dict[str, Any] = {}
+    if run.path("eval-after-sft").is_dir():
+        for folder in sorted(p for p in run.path("eval-after-sft").iterdir() if p.name.endswith("-sampled")):
+            if run.path("eval-after", folder.name).is_dir():
+                r = compare_pass_rates(folder, run.path("eval-after", folder.name), metric=run.recipe.eval.metric)
+                sampled[f"{folder.name}/grpo"] = r
+                log.info("compare %s grpo (sampled, k=%d): mean pass rate %.1f%% -> %.1f%%, %d problems up / %d down, "
+                         "sign test p = %.3g", folder.name, r["k"], 100 * r["before"], 100 * r["after"], r["improved"],
+                         r["worsened"], r["p_value"])
+    return {"comparisons": out, "sampled": sampled}
 
 
 def _export(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
@@ -202,5 +316,5 @@ def _report(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
 
 
 STAGE_FUNCS = {"eval-before": _eval("eval-before"), "sft": _sft, "eval-after-sft": _eval("eval-after-sft"),
-               "grpo": _grpo, "eval-after": _eval("eval-after"), "compare": _compare, "export": _export,
+               "preflight": _preflight, "grpo": _grpo, "eval-after": _eval("eval-after"), "compare": _compare, "export": _export,
                "report": _report}

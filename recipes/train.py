@@ -25,14 +25,23 @@ def trl_args(recipe: Recipe, stage: str, out_dir: Path, **computed: Any) -> Any:
     import torch
     import trl
 
+    from .models import resolve_dtype
+
     values = dict(getattr(recipe, stage).trl)
     values.update(computed)
-    cpu = not torch.cuda.is_available()
-    if cpu:  # CPU training is fp32; TRL defaults bf16 on
-        values.update(use_cpu=True, bf16=False, fp16=False)
+    if not torch.cuda.is_available():
+        values["use_cpu"] = True
+    # Mixed precision follows the model's dtype (one rule: bf16 on Ampere+, fp16 on a T4/V100, fp32 on CPU);
+    # TRL would default bf16 on, which a T4 cannot run. A recipe's own bf16/fp16 win.
+    dtype = resolve_dtype(recipe.model.dtype)
+    values.setdefault("bf16", dtype == "bfloat16")
+    values.setdefault("fp16", dtype == "float16")
     values.setdefault("report_to", "none")
     cls = trl.SFTConfig if stage == "sft" else trl.GRPOConfig
-    return cls(output_dir=str(out_dir / "checkpoints"), seed=recipe.seed, **values)
+    from .data import grpo_seed
+
+    seed = grpo_seed(recipe) if stage == "grpo" else recipe.seed
+    return cls(output_dir=str(out_dir / "checkpoints"), seed=seed, **values)
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
@@ -86,25 +95,63 @@ def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tupl
 
 
 def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: list[dict[str, str]],
-                 longest_prompt: int, out_dir: Path, peft_config: Any = None, **vllm_args: Any) -> tuple[Any, Any]:
-    """The GRPOTrainer and its RewardWatch; ``vllm_args`` (use_vllm, vllm_mode) come from the backend."""
+                 longest_prompt: int, out_dir: Path, peft_config: Any = None,
+                 rewards: tuple[list[Any], list[float]] | None = None, **vllm_args: Any) -> tuple[Any, Any]:
+    """The GRPOTrainer and its RewardWatch; ``vllm_args`` (use_vllm, vllm_mode) come from the backend.
+    ``rewards`` (functions, weights) replaces the recipe's reward list (Python API: your own rewards)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
     computed: dict[str, Any] = dict(vllm_args)
     if recipe.grpo.trl.get("max_completion_length", "unset") is None:
-        # The Unsloth recipe's rule: what the longest kept prompt leaves of max_seq_length.
-        computed["max_completion_length"] = recipe.model.max_seq_length - longest_prompt
+        computed["max_completion_length"] = completion_length(recipe, longest_prompt)
         log.info("grpo: max_completion_length = %d - %d = %d", recipe.model.max_seq_length, longest_prompt,
                  computed["max_completion_length"])
-    funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
+    funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
+                                                                                           tokenizer.eos_token)
+    watch = RewardWatch(recipe, [f.__name__ for f in funcs], completion_length(recipe, longest_prompt))
+    # Logged, never trained on (weight 0): the share of completions with the format followed and the answer right.
+    funcs.append(AnswerPassRate(fmt))
+    weights.append(0.0)
     args = trl_args(recipe, "grpo", out_dir, reward_weights=weights, **computed)
-    watch = RewardWatch(recipe, [f.__name__ for f in funcs], args.max_completion_length)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[watch])
     log.info("grpo: the loss starts near 0 by construction (advantages are zero-mean per group); "
              "watch the reward means, not the loss")
     return trainer, watch
+
+
+def completion_length(recipe: Recipe, longest_prompt: int) -> int:
+    """GRPO's max_completion_length: as the recipe says, TRL's default when unset, or with
+    ``null`` the Unsloth recipe's rule (what the longest kept prompt leaves of max_seq_length)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    value = recipe.grpo.trl.get("max_completion_length", "unset")
+    if value is None:
+        return recipe.model.max_seq_length - longest_prompt
+    if value == "unset":
+        return next(f.default for f in dataclasses.fields(GRPOConfig) if f.name == "max_completion_length")
+    return int(value)
+
+
+class AnswerPassRate:
+    """1.0 when a completion follows the format and its answer is right (the eval's
+    ``strict``), else 0.0. Added with weight 0 so TRL logs it per step as
+    ``rewards/answer_pass/mean`` without changing what GRPO optimises."""
+
+    __name__ = "answer_pass"
+
+    def __init__(self, fmt: Format):
+        self.fmt = fmt
+
+    def __call__(self, completions: list[Any], answer: list[str] | None = None, **_: Any) -> list[float]:
+        from aha.eval import grade
+        from aha.rewards import completion_text
+
+        answers = answer or [""] * len(completions)
+        return [float(grade(completion_text(c), str(a), self.fmt)["strict"]) for c, a in zip(completions, answers)]
 
 
 class RewardWatch(TrainerCallback):

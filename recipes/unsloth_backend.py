@@ -5,7 +5,8 @@ and GGUF export.
 
 Not exercised by CI (no GPU there), and not yet run on a GPU: no GPU machine has been lent
 to this work so far. Without CUDA the runner refuses this backend in one line before
-anything loads (tested).
+anything loads (tested). The CLI imports unsloth before anything imports transformers,
+TRL or PEFT (tested), with its compiled cache in the run folder.
 """
 
 from __future__ import annotations
@@ -64,11 +65,20 @@ class UnslothBackend:
         self._loaded = str(out_dir / "adapter")
         return result
 
-    def grpo(self, out_dir: Path, sft_adapter: str | None) -> dict[str, Any]:
+    def preflight(self, out_dir: Path, start_adapter: str | None) -> dict[str, Any]:
+        from .preflight import preflight_stage
+
+        self._load_weights(start_adapter)
+        return preflight_stage(self.recipe, self.fmt, self.generator(start_adapter),
+                               training_problems(self.recipe, "grpo"), out_dir)
+
+    def grpo(self, out_dir: Path, sft_adapter: str | None, selected_from: Path | None = None) -> dict[str, Any]:
+        from .preflight import selected_rows
         from .train import grpo_trainer, train_and_save
 
         self._load_weights(sft_adapter)
         rows, longest = grpo_rows(self.recipe, self.fmt, self.tokenizer, training_problems(self.recipe, "grpo"))
+        rows = selected_rows(rows, selected_from)
         # Unsloth's patched trainer generates with the model's own vLLM engine (fast_inference).
         trainer, watch = grpo_trainer(self.recipe, self.model, self.tokenizer, self.fmt, rows, longest, out_dir,
                                       use_vllm=True)
@@ -95,7 +105,19 @@ class UnslothBackend:
         return done
 
     def close(self) -> None:
-        pass
+        """Stop the vLLM engine Unsloth started and give back the model's GPU memory."""
+        import gc
+
+        import torch
+
+        engine = getattr(self.model, "vllm_engine", None)
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.model = self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class _EngineGenerator:

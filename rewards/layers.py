@@ -5,7 +5,8 @@ Every function takes the same keyword options: ``format`` (a name or
 ``answer_column`` (the dataset column holding the gold answer). TRL passes the
 dataset's columns as keyword arguments, so the gold answer arrives by itself.
 
-Scores follow the published recipes (../shared/REFERENCE.md §1-2), so weights tuned
+Scores follow the published recipes (docs/SOURCES.md: the Unsloth Qwen3 GRPO notebook and
+the GSM8K XML recipe), so weights tuned
 for them carry over; ``mode="default"`` fixes how they read text (multi-line
 reasoning, end-of-sequence tokens, ``$`` and thousands commas, ``\\boxed{}`` inside
 the answer tag) and ``mode="faithful"`` reproduces them exactly, bugs included.

@@ -39,9 +39,58 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 _INT_FRACTION = re.compile(r"(-?\d{1,9})/(-?\d{1,9})|\\[dt]?frac\{(-?\d{1,9})\}\{(-?\d{1,9})\}")
 
 
+_POW = r"(?:\^|\*\*)"
+_EXPONENT_DIGITS = re.compile(_POW + r"\s*[{(]?\s*-?(\d+)")
+_POWER_IN_EXPONENT = re.compile(_POW + r"\s*[{(][^{}()]*" + _POW)  # 10^{10^{10}}, (9^9)^(9^9)
+_POWER_OF_POWER = re.compile(r"[)}]\s*" + _POW)  # (10^{99})^{99}: a power of a group holding a power
+_TOWER = re.compile(_POW + r"\s*\d+\s*" + _POW)  # 2^3^4
+_BIG_FACTORIAL = re.compile(r"\d{4,}\s*!")
+MAX_EXPONENT_DIGITS = 4  # 2^{9999} is instant; 9^{99999} already makes sympy work for seconds
+
+
+def too_big_to_evaluate(text: str) -> bool:
+    r"""Answers whose value sympy would spend seconds or minutes computing (towers and
+    powers of powers, huge exponents, factorials of large numbers). They are never a
+    sensible final answer, so they get a verdict without the parser.
+
+    >>> [too_big_to_evaluate(t) for t in ["10^{10^{10}}", "(9^9)^(9^9)", "2^3^4", "9^{99999}", "12345!"]]
+    [True, True, True, True, True]
+    >>> [too_big_to_evaluate(t) for t in ["2^{10}", "3^5 \\cdot 2^{3}", "(x+1)^2", "5!"]]
+    [False, False, False, False]
+    """
+    if _BIG_FACTORIAL.search(text):
+        return True
+    powers = text.count("^") + text.count("**")
+    if not powers:
+        return False
+    if any(len(d) > MAX_EXPONENT_DIGITS for d in _EXPONENT_DIGITS.findall(text)):
+        return True
+    if powers == 1:
+        return False
+    if _POWER_IN_EXPONENT.search(text) or _TOWER.search(text):
+        return True
+    return any(_group_has_power(text, m.start()) for m in _POWER_OF_POWER.finditer(text))
+
+
+def _group_has_power(text: str, close: int) -> bool:
+    """Does the bracketed group that closes at ``close`` contain a power?"""
+    closing = text[close]
+    opening = "(" if closing == ")" else "{"
+    depth = 0
+    for i in range(close, -1, -1):
+        if text[i] == closing:
+            depth += 1
+        elif text[i] == opening:
+            depth -= 1
+            if depth == 0:
+                inner = text[i + 1 : close]
+                return "^" in inner or "**" in inner
+    return False
+
+
 def _prepare(text: str) -> str | None:
     s = text.strip().rstrip(".").strip()
-    if not s or len(s) > MAX_CHARS or s.count("^") > MAX_POWERS:
+    if not s or len(s) > MAX_CHARS or s.count("^") > MAX_POWERS or too_big_to_evaluate(s):
         return None
     if s.startswith("\\boxed{") and s.endswith("}") and s.count("{") == 1:
         s = s[7:-1].strip()

@@ -23,6 +23,19 @@ setup() {
   rm -rf build aha_recipes.egg-info  # build leftovers would shadow the installed metadata
 }
 
+# The unsloth backend's contract with the real Unsloth, in its own venv (Unsloth caps transformers and TRL
+# below the main stack). UNSLOTH_ALLOW_CPU=1 lets `import unsloth` through without a GPU.
+unsloth_contract() {
+  local uvenv=${AHA_UNSLOTH_VENV:-.venv-unsloth}
+  [ -x "$uvenv/bin/python" ] || python3 -m venv "$uvenv"
+  "$uvenv/bin/python" -m pip install -q --upgrade pip
+  "$uvenv/bin/python" -m pip install -q torch==2.13.0
+  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest
+  # Its torchvision is built for another torch and stops `import unsloth`; nothing here uses it.
+  "$uvenv/bin/python" -m pip uninstall -q -y torchvision 2>/dev/null || true
+  UNSLOTH_ALLOW_CPU=1 "$uvenv/bin/python" -m pytest -q -p no:cacheprovider tests/unsloth_contract
+}
+
 case "${1:-test}" in
   setup) setup ;;
   run)
@@ -39,6 +52,7 @@ case "${1:-test}" in
     shift || true
     "$PY" -m pytest -q "$@"
     "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
+    unsloth_contract
     ;;
   *) echo "usage: bash scripts/dev.sh [setup|run [RECIPE] [args]|test [pytest args]]" >&2; exit 2 ;;
 esac

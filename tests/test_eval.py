@@ -161,3 +161,46 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("aha: error:") and message in err
+
+
+# ----- results are never silently mixed ------------------------------------------------------------------
+def _gsm8k_file(path, questions):
+    path.write_text("".join(json.dumps({"question": q, "answer": f"x\n#### {a}"}) + "\n" for q, a in questions))
+    return path
+
+
+def test_resume_refuses_other_settings_or_other_problems(tiny_qwen3, tmp_path, capsys):
+    out = tmp_path / "e"
+    first = _gsm8k_file(tmp_path / "one.jsonl", [("What is 3+3?", 6), ("What is 2+2?", 4)])
+    other = _gsm8k_file(tmp_path / "two.jsonl", [("x?", 1), ("y?", 2)])
+    common = ["eval", "--model", str(tiny_qwen3), "--task", "gsm8k", "--out", str(out)]
+    assert main(common + ["--data", str(first), "--max-new-tokens", "4"]) == 0
+    before = (out / "samples.jsonl").read_text()
+    capsys.readouterr()
+    # Other sampling settings: the stored answers were made with 4 tokens, not 8.
+    assert main(common + ["--data", str(first), "--max-new-tokens", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds results of another evaluation (sampling differ" in err and len(err.splitlines()) == 1
+    # Another data file whose rows have the same ids: refused, not mixed.
+    assert main(common + ["--data", str(other), "--max-new-tokens", "4"]) == 2
+    assert "holds results for other problems (2 with the same id but another question" in capsys.readouterr().err
+    assert (out / "samples.jsonl").read_text() == before  # nothing lost, nothing mixed
+    # The same command resumes (here: nothing left to do).
+    assert main(common + ["--data", str(first), "--max-new-tokens", "4"]) == 0
+
+
+def test_compare_refuses_runs_of_other_problems(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, question, gold in ((a, "What is 3+3?", "6"), (b, "x?", "four")):
+        folder.mkdir()
+        row = {**_row(0, True), "question": question, "answer": gold}
+        (folder / "samples.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "are not the same problems: p0 is 'What is 3+3?' (gold '6')" in capsys.readouterr().err
+    # A data file instead of a results folder, and results with a broken row: one line naming file and line.
+    data = _gsm8k_file(tmp_path / "data.jsonl", [("q", 1)])
+    assert main(["compare", str(data), str(b)]) == 2
+    assert f"{data}:1: not a result row" in capsys.readouterr().err
+    (a / "samples.jsonl").write_text(json.dumps({"id": "p0", "samples": []}) + "\n" + json.dumps(_row(1, True)) + "\n")
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "samples.jsonl:1: not a result row" in capsys.readouterr().err

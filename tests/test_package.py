@@ -55,3 +55,29 @@ def test_imports_point_one_way(package):
                 if name.startswith("aha.") and not name.startswith(f"aha.{package}"):
                     top = ".".join(name.split(".")[:2])
                     assert top in ALLOWED[package], f"{package}/{path.name} imports {name}"
+
+
+def test_nothing_points_outside_the_repo():
+    """Users have the repository and nothing beside it: no file may read or cite a path outside it."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    outside = re.compile(r"\.\./shared|/work/shared|parents\[\d\]\.parent|\.parent\s*/\s*['\"]shared['\"]")
+    offenders = []
+    for name in listed:
+        path = root / name
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".ipynb", ".txt", ".cfg"} and \
+                not name.startswith(".ci/"):
+            continue
+        if name == "tests/test_package.py" or not path.is_file():  # this test names the patterns it looks for
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        offenders += [f"{name}: {m.group(0)}" for m in outside.finditer(text)]
+    assert offenders == [], offenders

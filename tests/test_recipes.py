@@ -22,9 +22,9 @@ SHIPPED = sorted(RECIPES.glob("*.yaml"))
 
 # ----- validation (fast: nothing loads a model) -------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_recipes_validate(path):
-    # Hub models are not reachable offline; the model is the only thing swapped.
-    recipe = load_recipe(path, ["model.name=builtin:tiny-qwen3"])
+def test_shipped_recipes_validate(path, tmp_path):
+    # Hub models are not reachable offline; the model is the only thing swapped (for a local folder).
+    recipe = load_recipe(path, [f"model.name={tmp_path}"])
     assert recipe.name == path.stem
     assert plan(recipe)[-1] == "report"
     data = yaml.safe_load(path.read_text())
@@ -84,14 +84,16 @@ def test_bad_recipe_files(tmp_path, capsys):
 def test_dry_run_prints_the_plan(capsys):
     assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0  # a shipped recipe by name
     out = capsys.readouterr().out
-    assert "eval-before -> sft -> eval-after-sft -> grpo -> eval-after -> compare -> export -> report" in out
+    assert ("eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export -> report"
+            in out)
 
 
 def test_plan_follows_the_recipe():
     base = {"model": {"name": "builtin:tiny-qwen3"}}
     assert plan(recipe_from_dict({**base, "sft": {"enabled": False}})) == [
-        "eval-before", "grpo", "eval-after", "compare", "export", "report"]
-    assert plan(recipe_from_dict({**base, "eval": {"enabled": False}})) == ["sft", "grpo", "export", "report"]
+        "eval-before", "preflight", "grpo", "eval-after", "compare", "export", "report"]
+    assert plan(recipe_from_dict({**base, "eval": {"enabled": False}, "grpo": {"preflight": "off"}})) == [
+        "sft", "grpo", "export", "report"]
     assert plan(recipe_from_dict({**base, "sft": {"enabled": False}, "grpo": {"enabled": False}})) == [
         "eval-before", "report"]
     with pytest.raises(RecipeError, match="at least one reward"):
@@ -103,10 +105,25 @@ def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    # Unsloth cannot load our built-in models at all: refused at validation, on any machine.
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "model.backend=unsloth"]) == 2
+    assert "model.backend unsloth cannot load builtin:tiny-qwen3" in capsys.readouterr().err
+    # A model folder it could load, on a machine without CUDA.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "model.backend=unsloth",
+                 "--set", f"model.name={folder}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs a CUDA GPU" in err and "\n" not in err
-    assert not (tmp_path / "run" / "base").exists()  # refused before any model was built or loaded
+    assert not (tmp_path / "run").exists()  # refused before the run folder or any model was made
+
+
+def test_auto_backend_never_picks_unsloth_for_our_own_models():
+    from aha.recipes.config import ModelConfig
+    from aha.recipes.models import pick_backend
+
+    assert pick_backend("auto", ModelConfig(name="builtin:smollm2-135m-instruct")) == "hf"
+    assert pick_backend("auto", ModelConfig(name="some/folder", gguf_file="m.gguf")) == "hf"
 
 
 def test_training_data_never_contains_evaluation_problems():
@@ -147,8 +164,8 @@ def test_smoke_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
     state = json.loads((out / "state.json").read_text())
-    assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "grpo", "eval-after", "compare",
-                                     "export", "report"]
+    assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after",
+                                     "compare", "export", "report"]
     assert state["stages"]["grpo"]["steps"] == 4 and state["stages"]["sft"]["steps"] == 4
     for stage in ("eval-before", "eval-after-sft", "eval-after"):
         summary = json.loads((out / stage / "arith-l1" / "summary.json").read_text())
@@ -161,6 +178,16 @@ def test_smoke_recipe_end_to_end(tmp_path):
     assert "## Paired comparisons" in report and "reward_curves.png" in report and (out / "reward_curves.png").is_file()
     history = json.loads((out / "grpo" / "log_history.json").read_text())
     assert any("rewards/check_answer_numeric/mean" in row for row in history)  # per-layer reward logging
+    assert any("rewards/answer_pass/mean" in row for row in history)  # the pass-rate monitor (weight 0)
+    # The preflight ran on the SFT policy with GRPO's sampling, found the random model cannot learn, and went on
+    # (the smoke recipe says preflight: warn); its findings are in the report.
+    pre = json.loads((out / "preflight" / "preflight.json").read_text())
+    assert pre["stats"]["prompts"] == 4 and pre["stats"]["group_size"] == 4
+    assert pre["sampling"]["temperature"] == 1.0 and pre["sampling"]["max_new_tokens"] == 16
+    assert {v["code"] for v in pre["verdicts"] if v["level"] == "fatal"} and (out / "preflight" / "preflight.png").is_file()
+    assert "## GRPO preflight" in report and "## Sampled accuracy at GRPO's temperature" in report
+    sampled = state["stages"]["compare"]["sampled"]["arith-l1-sampled/grpo"]
+    assert sampled["k"] == 2 and sampled["problems"] == 8
 
     # The export: the adapter, and merged weights that give the adapter's outputs.
     import torch
@@ -219,3 +246,96 @@ def test_stop_after_then_continue(tmp_path, capsys):
     assert list(json.loads((out / "state.json").read_text())["stages"]) == ["eval-before"]
     assert main(args) == 0
     assert list(json.loads((out / "state.json").read_text())["stages"]) == ["eval-before", "report"]
+
+
+def test_a_changed_recipe_may_only_touch_what_no_finished_stage_read(tmp_path):
+    from aha.recipes.runner import Run
+
+    def recipe(**sections):
+        return recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, **sections})
+
+    run = Run(recipe(), tmp_path)
+    for stage in ("eval-before", "sft", "eval-after-sft"):
+        run.finish(stage, 1.0, {})
+    # GRPO's values may change (say, after the preflight stopped the run)...
+    changed = Run(recipe(grpo={"learning_rate": 3e-5}), tmp_path)
+    assert changed.changed == ["grpo.learning_rate"]
+    # ...but not what a finished stage read: the data, the SFT settings, the evaluation tasks.
+    for sections, key in [({"data": {"level": 2}}, "data.level"), ({"sft": {"num_examples": 9}}, "sft.num_examples"),
+                          ({"eval": {"sampled_k": 4}}, "eval.sampled_k")]:
+        with pytest.raises(RecipeError, match=rf"\({key} changed after stages that read it ran\)"):
+            Run(recipe(grpo={"learning_rate": 3e-5}, **sections), tmp_path)
+    # Re-opening with the accepted recipe is a plain resume.
+    assert Run(recipe(grpo={"learning_rate": 3e-5}), tmp_path).changed == []
+
+
+IMPORT_ORDER_SPY = """
+import importlib.abc, json, sys
+seen = {}
+class Spy(importlib.abc.MetaPathFinder):  # records what was imported when unsloth is first looked for
+    def find_spec(self, name, path, target=None):
+        if name == "unsloth" and "first" not in seen:
+            seen["first"] = sorted(m for m in ("transformers", "trl", "peft") if m in sys.modules)
+        return None
+sys.meta_path.insert(0, Spy())
+import torch
+torch.cuda.is_available = lambda: True  # as on a GPU machine: the recipe asks for unsloth and could get it
+from aha.recipes.cli import main
+rc = main(["run", sys.argv[1], "--dry-run", "--set", "model.backend=unsloth", "--set", "model.name=" + sys.argv[2]])
+print(json.dumps({"rc": rc, "seen": seen, "trl_loaded_after": "trl" in sys.modules}))
+"""
+
+
+def test_unsloth_is_looked_for_before_transformers_trl_and_peft(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-c", IMPORT_ORDER_SPY, str(SMOKE), str(folder)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["seen"] == {"first": []}, result  # nothing of transformers/TRL/PEFT imported yet
+    assert result["trl_loaded_after"]  # validation did import TRL, afterwards
+
+
+def test_python_api_loads_recipes_like_the_command():
+    from aha.recipes import RecipeError as ApiError
+    from aha.recipes import load_recipe as api_load
+
+    recipe = api_load("tiny-qwen3-smoke", overrides={"grpo.max_steps": 2, "eval.tasks": [{"task": "arith", "limit": 3}],
+                                                     "model.dtype": "float32"})
+    assert recipe.grpo.trl["max_steps"] == 2 and recipe.eval.tasks[0].limit == 3 and recipe.model.dtype == "float32"
+    with pytest.raises(ApiError, match=r"^grpo.num_prompts must be >= 1, not 0$"):
+        api_load("tiny-qwen3-smoke", overrides={"grpo.num_prompts": 0})
+    with pytest.raises(ApiError, match="no such recipe: nope"):
+        api_load("nope")
+
+
+def test_run_result_shows_the_report_tables(tmp_path):
+    from aha.recipes import RunResult
+
+    metrics = {"problems": 10, "format_compliance": 1.0, "accuracy_strict": 0.5, "accuracy_lenient": 0.6,
+               "accuracy_math_verify": 0.6, "truncation_rate": 0.0, "mean_completion_tokens": 12.0}
+    pair = {m: {"before": 0.1, "after": 0.5, "fixed": 4, "broken": 0, "p_value": 0.125}
+            for m in ("format_ok", "strict", "lenient")}
+    state = {"stages": {"eval-before": {"results": {"arith-l1": metrics}}, "compare": {"comparisons": {
+        "arith-l1/overall": pair}, "sampled": {}}, "export": {"seconds": 0.1, "adapter": str(tmp_path / "a")}}}
+    shown = RunResult.from_state(tmp_path, state)._repr_markdown_()
+    assert "| eval-before | arith-l1 | 10 | 100.0% | 50.0% |" in shown
+    assert "| arith-l1/overall | strict | 10.0% | 50.0% | 4 | 0 | 0.125 |" in shown
+    assert f"adapter `{tmp_path / 'a'}`" in shown
+
+
+def test_from_stage_runs_it_and_later_ones_again(tmp_path):
+    from aha.recipes.runner import Run
+
+    recipe = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}})
+    run = Run(recipe, tmp_path)
+    for stage in ("eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after", "compare", "report"):
+        (tmp_path / stage).mkdir()
+        run.finish(stage, 1.0, {})
+    (tmp_path / "report.md").write_text("old")
+    reseeded = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "grpo": {"seed": 2}})
+    with pytest.raises(RecipeError, match=r"grpo.seed changed after stages that read it ran"):
+        Run(reseeded, tmp_path)
+    again = Run(reseeded, tmp_path, restart_from="preflight")
+    assert list(again.state["stages"]) == ["eval-before", "sft", "eval-after-sft"] and again.changed == ["grpo.seed"]
+    assert (tmp_path / "sft").is_dir() and not (tmp_path / "grpo").exists() and not (tmp_path / "report.md").exists()

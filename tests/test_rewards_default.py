@@ -93,3 +93,65 @@ def test_math_verify_in_threads_gives_main_thread_verdicts():
         got = list(pool.map(run, pairs))
     assert not errors and got == expected
     assert threading.current_thread() is threading.main_thread()
+
+
+# The forms models write inside a box or answer tag for gold 57500 / 18 (Qwen-style LaTeX included).
+# Every default-mode answer layer and the evaluation's grading read them as the number.
+WRITTEN_FORMS = [
+    ("57500", r"\boxed{57{,}500}"), ("57500", r"57\,500"), ("57500", r"57\ 500"), ("57500", r"\$57,500"),
+    ("57500", "57,500 dollars"), ("57500", r"\boxed{\$57{,}500.00}"), ("18", r"\boxed{18 \text{ dollars}}"),
+    ("18", r"18\text{ dollars}"), ("18", r"\text{18 dollars}"), ("18", r"18 \mathrm{cm}^2"), ("18", r"x = 18"),
+    ("18", r"18^\circ"), ("18", r"18^{\circ}"), ("18", "18 km per hour"), ("18", r"\textbf{18}"), ("18", "18."),
+    ("0.5", r"\dfrac{1}{2}"), ("25", r"25\%"),
+]
+
+
+@pytest.mark.parametrize("gold, written", WRITTEN_FORMS)
+def test_answers_as_models_write_them(gold, written):
+    from aha.eval import grade
+    from aha.rewards import check_answer_exact, check_answer_numeric, check_number
+
+    completion = f"Working.<end_working_out><SOLUTION>{written}</SOLUTION>"
+    verdict = grade(completion, gold, "unsloth")
+    assert verdict["strict"] and verdict["lenient"], written
+    assert check_answer_numeric([completion], answer=[gold]) == [5.0]
+    assert check_number([completion], answer=[gold]) == [3.5]
+    assert check_answer_exact([completion], format="unsloth", answer=[gold]) == [2.0]
+
+
+@pytest.mark.parametrize("written", ["12 apples and 3 pears", "3 x 4", "about twelve", "2 and 3"])
+def test_what_is_not_one_number_stays_unread(written):
+    from aha.formats import parse_number
+
+    assert parse_number(written) is None
+
+
+HUGE = ["10^{10^{10}}", "(9^9)^(9^9)", "2^{2^{2^{2}}}", "9^{99999}", "(10^{99})^{99}", "123456!", "2**3**4"]
+
+
+@pytest.mark.parametrize("answer", HUGE)
+def test_huge_answers_get_a_quick_verdict_on_any_thread(answer):
+    """sympy would take seconds to minutes on these (and off the main thread math-verify has
+    no timeout at all): they are refused before the parser sees them."""
+    import time
+
+    from aha.eval import grade
+    from aha.rewards import check_math_verify
+
+    completion = f"<end_working_out><SOLUTION>{answer}</SOLUTION>"
+
+    def score():
+        started = time.perf_counter()
+        verdicts = (check_math_verify([completion], answer=["7"]), math_equal("7", answer), math_equal(answer, "7"),
+                    grade(completion, "7")["math_verify"])
+        return time.perf_counter() - started, verdicts
+
+    seconds, verdicts = score()
+    assert seconds < 0.05 and verdicts == ([0.0], False, None, False)
+    with ThreadPoolExecutor(1) as pool:
+        seconds, threaded = pool.submit(score).result(timeout=5)
+    assert seconds < 0.05 and threaded == verdicts
+
+
+def test_small_powers_are_still_verified():
+    assert math_equal("1024", "2^{10}") and math_equal("1944", "3^5 \\cdot 2^{3}")

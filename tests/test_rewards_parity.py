@@ -1,7 +1,7 @@
 """Faithful mode equals the published recipes, value for value.
 
-``spec_*`` below transcribe ../shared/REFERENCE.md §1-2 literally (regexes
-included); the package computes the same values with linear-time code.
+``spec_*`` below transcribe the published recipes' rules (docs/SOURCES.md) literally
+(regexes included); the package computes the same values with linear-time code.
 """
 
 import re

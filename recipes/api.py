@@ -1,0 +1,182 @@
+"""The Python API, for notebooks and scripts: the same recipes, checks and stages as
+``aha run`` (the command is a thin layer over these functions).
+
+    from aha.recipes import load_recipe, run, try_model
+
+    recipe = load_recipe("tiny-qwen3-smoke", overrides={"grpo.max_steps": 2})
+    result = run(recipe, out="runs/demo")      # in a notebook, `result` shows the before/after tables
+    try_model(result.run_dir, ["What is 17 + 25?"])
+
+Every mistake in a recipe raises :class:`RecipeError` with the same one-line message the
+command prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Recipe, RecipeError, read_recipe_data, recipe_from_dict
+
+SHIPPED = Path(__file__).parent
+
+
+def find_recipe(value: str | Path) -> Path:
+    """A recipe file path, or the name of a recipe shipped with aha (``smollm2-135m-arith-cpu``)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+    raise RecipeError(f"no such recipe: {value} (shipped recipes: {known})")
+
+
+def _as_set_items(overrides: dict[str, Any] | list[str] | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        import yaml
+
+        return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, value in overrides.items()]
+    return list(overrides)
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
+                out: str | Path | None = None) -> Recipe:
+    """A validated recipe: a shipped recipe's name or a YAML path, with ``overrides`` as
+    ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them).
+    When the recipe runs on Unsloth, Unsloth is imported here, before TRL."""
+    from .models import import_unsloth_first, unsloth_wanted
+
+    path = find_recipe(name_or_path)
+    data = read_recipe_data(path, _as_set_items(overrides))
+    if unsloth_wanted(data):  # before anything imports transformers, TRL or PEFT
+        import_unsloth_first(Path(out or Path("runs") / str(data["name"])) / "unsloth_compiled_cache")
+    recipe = recipe_from_dict(data, base_dir=path.parent)
+    recipe.source_dir = path.parent  # type: ignore[attr-defined]  # relative paths in the recipe resolve here
+    return recipe
+
+
+@dataclass
+class RunResult:
+    """What a run left: its folder, the stages done, each evaluation's metrics, the paired
+    comparisons and the export paths. In a notebook it shows itself as the report's tables
+    and the before/after chart."""
+
+    run_dir: Path
+    stages: list[str]
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparisons: dict[str, Any] = field(default_factory=dict)
+    sampled: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_state(cls, run_dir: Path, state: dict[str, Any]) -> RunResult:
+        stages = state["stages"]
+        report = run_dir / "report.md"
+        return cls(run_dir=run_dir, stages=list(stages),
+                   evaluations={s: info.get("results", {}) for s, info in stages.items() if s.startswith("eval-")},
+                   comparisons=stages.get("compare", {}).get("comparisons", {}),
+                   sampled=stages.get("compare", {}).get("sampled", {}),
+                   exports={k: v for k, v in stages.get("export", {}).items() if k != "seconds"},
+                   report=report if report.is_file() else None, state=state)
+
+    def _repr_markdown_(self) -> str:
+        from .report import result_tables
+
+        lines = [f"**Run** `{self.run_dir}`: {' -> '.join(self.stages) or 'nothing done yet'}"]
+        lines += result_tables(self.state)
+        chart = self._chart()
+        if chart:
+            lines += ["", f"![before vs after](data:image/png;base64,{chart})"]
+        if self.exports:
+            lines += ["", "Exported: " + ", ".join(f"{k} `{v}`" for k, v in self.exports.items() if isinstance(v, str))]
+        return "\n".join(lines)
+
+    def _chart(self) -> str | None:
+        """The whole recipe's before/after chart (compare.png), inline."""
+        for png in sorted((self.run_dir / "compare").glob("*/overall/compare.png")):
+            return base64.b64encode(png.read_bytes()).decode()
+        return None
+
+
+def run(recipe: Recipe, out: str | Path | None = None, stop_after: str | None = None,
+        restart_from: str | None = None) -> RunResult:
+    """Run (or resume) every stage of ``recipe`` into ``out`` (default ``runs/<name>``);
+    ``restart_from`` runs that stage and every later one again."""
+    from .runner import run_recipe
+
+    run_dir = Path(out or Path("runs") / recipe.name)
+    state = run_recipe(recipe, run_dir, recipe_dir=getattr(recipe, "source_dir", None), stop_after=stop_after,
+                       restart_from=restart_from)
+    return RunResult.from_state(run_dir, state)
+
+
+@dataclass
+class Answers:
+    """The same questions answered at each stage, side by side (a table in a notebook)."""
+
+    questions: list[str]
+    answers: dict[str, list[str]]  # stage -> one answer per question
+
+    def _repr_markdown_(self) -> str:
+        stages = list(self.answers)
+        cell = lambda text: text.replace("|", "\\|").replace("\n", " ").strip()[:300]  # noqa: E731
+        lines = ["| question | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
+        for i, q in enumerate(self.questions):
+            lines.append(f"| {cell(q)} | " + " | ".join(cell(self.answers[s][i]) for s in stages) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self._repr_markdown_()
+
+
+STAGE_ADAPTERS = {"base": None, "sft": "sft/adapter", "grpo": "grpo/adapter"}
+
+
+def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...] = ("base", "sft", "grpo"),
+              max_new_tokens: int | None = None) -> Answers:
+    """Greedy answers of the base model, after SFT and after GRPO to the same questions,
+    each asked exactly as the recipe asks (its format's prompt)."""
+    import yaml
+
+    from aha.eval import HFBackend, Sampling, load_model
+    from aha.formats import get_format
+
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise RecipeError(f"{run_dir} is not a run folder (no recipe.yaml)")
+    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+    base = run_dir / "base" if (run_dir / "base").is_dir() else recipe["model"]["name"]
+    fmt = get_format(recipe["format"])
+    sampling = Sampling(max_new_tokens=max_new_tokens or recipe["eval"]["max_new_tokens"])
+    answers: dict[str, list[str]] = {}
+    for stage in stages:
+        if stage not in STAGE_ADAPTERS:
+            raise RecipeError(f"unknown stage {stage!r}; known: {', '.join(STAGE_ADAPTERS)}")
+        adapter = run_dir / STAGE_ADAPTERS[stage] if STAGE_ADAPTERS[stage] else None
+        if adapter is not None and not adapter.is_dir():
+            continue  # that stage has not run (or the recipe has none)
+        model, tokenizer = load_model(str(base), adapter=str(adapter) if adapter else None, dtype="float32")
+        backend = HFBackend(model, tokenizer, batch_size=8)
+        prompts = [fmt.build_prompt(tokenizer, q) for q in questions]
+        answers[stage] = [g[0].text for g in backend.generate(prompts, sampling)]
+    return Answers(list(questions), answers)
+
+
+def state_of(run_dir: str | Path) -> RunResult:
+    """The RunResult of an existing run folder (finished or not)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "state.json"
+    if not path.is_file():
+        raise RecipeError(f"{run_dir} is not a run folder (no state.json)")
+    return RunResult.from_state(run_dir, json.loads(path.read_text(encoding="utf-8")))
