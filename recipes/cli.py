@@ -68,9 +68,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .models import prepare_base
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
-    _check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
     problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
+    try:
+        _check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
+    except ValueError as err:
+        raise UsageError(str(err).replace("model.name: ", "--model: ").replace("model.gguf_file: ", "--gguf-file: "))
     adapters = args.adapter or [None]
     if args.backend == "hf" and len(adapters) > 1:
         raise UsageError("the hf backend takes one --adapter per run; use --backend vllm for several")

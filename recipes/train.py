@@ -147,11 +147,14 @@ class AnswerPassRate:
         self.fmt = fmt
 
     def __call__(self, completions: list[Any], answer: list[str] | None = None, **_: Any) -> list[float]:
-        from aha.eval import grade
+        from aha.formats import answers_match
         from aha.rewards import completion_text
 
         answers = answer or [""] * len(completions)
-        return [float(grade(completion_text(c), str(a), self.fmt)["strict"]) for c, a in zip(completions, answers)]
+        texts = [completion_text(c) or "" for c in completions]
+        # The eval's strict verdict (aha.eval.grade), without the lenient and math-verify reads it does besides.
+        return [float(self.fmt.check_format(t) and answers_match(self.fmt.extract_answer(t), str(a)))
+                for t, a in zip(texts, answers)]
 
 
 class RewardWatch(TrainerCallback):

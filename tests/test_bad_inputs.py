@@ -66,7 +66,7 @@ BAD_COMMANDS = [
      "data_empty.jsonl: no problems in it"),
     (["eval", "--model", "builtin:tiny-qwen3", "--task", "gsm8k", "--data", "FILE:data_not_utf8.jsonl", "--out", "OUT"],
      "data_not_utf8.jsonl: not UTF-8 text"),
-    (["eval", "--model", "/nonexistent/model", "--task", "arith", "--out", "OUT"], "no such model folder: /nonexistent"),
+    (["eval", "--model", "/nonexistent/model", "--task", "arith", "--out", "OUT"], "--model: no such model folder: /nonexistent"),
     (["compare", "FILE:results_no_id.jsonl", "FILE:results_empty_samples.jsonl"], "results_no_id.jsonl:1: not a result row"),
     (["compare", "FILE:results_empty_samples.jsonl", "FILE:results_no_id.jsonl"],
      "results_empty_samples.jsonl:1: not a result row"),

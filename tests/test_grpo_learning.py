@@ -193,9 +193,13 @@ def test_reward_watch_format_reward_never_rising():
     assert _feed(_watch(warn_format_after_steps=5), rising) == []
 
 
-def test_answer_pass_rate_monitor():
+def test_answer_pass_rate_monitor_is_the_evals_strict_verdict():
+    from aha.eval import grade
+
     monitor = AnswerPassRate(FMT)
-    assert monitor([RIGHT, WRONG, OFF_FORMAT, "4"], answer=["4"] * 4) == [1.0, 0.0, 0.0, 0.0]
+    texts = [RIGHT, WRONG, OFF_FORMAT, "4", TRUNCATED, RIGHT.replace("4</", r"\boxed{4}</"), RIGHT + "<|im_end|>"]
+    assert monitor(texts, answer=["4"] * len(texts)) == [float(grade(t, "4", FMT)["strict"]) for t in texts]
+    assert monitor([RIGHT, WRONG], answer=["4", "4"]) == [1.0, 0.0]
 
 
 # ----- the report's curves -------------------------------------------------------------------------------------
