@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,20 @@ class Sampling:
             raise ValueError(f"n must be at least 1, not {self.n}")
         if self.n > 1 and self.temperature == 0:
             raise ValueError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
+
+
+@contextmanager
+def prompts_per_batch_for(generator: Any, n: int):
+    """While sampling ``n`` answers per prompt, give the HF backend's batch (counted in
+    prompts, each expanded to n sequences) 1/n as many prompts; other backends batch alone."""
+    keep = getattr(generator, "batch_size", None)
+    if keep:
+        generator.batch_size = max(1, keep // n)
+    try:
+        yield generator
+    finally:
+        if keep:
+            generator.batch_size = keep
 
 
 def check_adapter_folder(adapter: str | Path) -> None:

@@ -358,21 +358,16 @@ def to_markdown(report: dict[str, Any]) -> list[str]:
 # ----- glue for the backends --------------------------------------------------------------------------------
 def preflight_stage(recipe: Recipe, fmt: Format, generator: Any, problems: list[Any], out_dir: Path) -> dict[str, Any]:
     """The preflight on the prompts GRPO would get, with the generator of GRPO's starting policy."""
+    from aha.eval.backends import prompts_per_batch_for
+
     from .data import grpo_rows
     from .train import completion_length, reward_functions
 
     tokenizer = generator.tokenizer
     rows, longest = grpo_rows(recipe, fmt, tokenizer, problems)
     funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
-    n = int(recipe.grpo.trl.get("num_generations", 8))
-    keep = getattr(generator, "batch_size", None)
-    if keep:  # HF: batch_size counts prompts, each expanded to n sequences
-        generator.batch_size = max(1, keep // n)
-    try:
+    with prompts_per_batch_for(generator, int(recipe.grpo.trl.get("num_generations", 8))):
         return run_preflight(recipe, fmt, generator, rows, completion_length(recipe, longest), funcs, weights, out_dir)
-    finally:
-        if keep:
-            generator.batch_size = keep
 
 
 def selected_rows(rows: list[dict[str, Any]], folder: Path | None) -> list[dict[str, Any]]:

@@ -204,6 +204,7 @@ def _eval(stage: str):
         from dataclasses import replace
 
         from aha.eval import Sampling, evaluate
+        from aha.eval.backends import prompts_per_batch_for
 
         from .data import eval_problems
         from .preflight import grpo_sampling
@@ -228,13 +229,10 @@ def _eval(stage: str):
                 # GRPO sharpens the sampled policy first: k answers per problem at GRPO's own sampling settings.
                 k = recipe.eval.sampled_k
                 sampled = replace(grpo_sampling(recipe, recipe.eval.max_new_tokens), n=k, seed=recipe.seed)
-                keep = getattr(generator, "batch_size", None)
-                if keep:
-                    generator.batch_size = max(1, keep // k)
-                summary = evaluate(generator, problems[: recipe.eval.sampled_limit], run.path(stage, f"{key}-sampled"),
-                                   fmt, sampled, adapter=lora, meta={**meta, "task": key})
-                if keep:
-                    generator.batch_size = keep
+                with prompts_per_batch_for(generator, k):
+                    summary = evaluate(generator, problems[: recipe.eval.sampled_limit],
+                                       run.path(stage, f"{key}-sampled"), fmt, sampled, adapter=lora,
+                                       meta={**meta, "task": key})
                 r = summary["results"]
                 log.info("%s %s sampled (k=%d, temperature %g): mean pass rate strict %.1f%% (%d problems)", stage,
                          key, k, sampled.temperature, 100 * r["pass@1_strict"], r["problems"])

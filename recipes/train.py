@@ -25,6 +25,7 @@ def trl_args(recipe: Recipe, stage: str, out_dir: Path, **computed: Any) -> Any:
     import torch
     import trl
 
+    from .data import grpo_seed
     from .models import resolve_dtype
 
     values = dict(getattr(recipe, stage).trl)
@@ -38,8 +39,6 @@ def trl_args(recipe: Recipe, stage: str, out_dir: Path, **computed: Any) -> Any:
     values.setdefault("fp16", dtype == "float16")
     values.setdefault("report_to", "none")
     cls = trl.SFTConfig if stage == "sft" else trl.GRPOConfig
-    from .data import grpo_seed
-
     seed = grpo_seed(recipe) if stage == "grpo" else recipe.seed
     return cls(output_dir=str(out_dir / "checkpoints"), seed=seed, **values)
 
@@ -103,13 +102,14 @@ def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: 
     from trl import GRPOTrainer
 
     computed: dict[str, Any] = dict(vllm_args)
+    max_len = completion_length(recipe, longest_prompt)
     if recipe.grpo.trl.get("max_completion_length", "unset") is None:
-        computed["max_completion_length"] = completion_length(recipe, longest_prompt)
+        computed["max_completion_length"] = max_len
         log.info("grpo: max_completion_length = %d - %d = %d", recipe.model.max_seq_length, longest_prompt,
                  computed["max_completion_length"])
     funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
                                                                                            tokenizer.eos_token)
-    watch = RewardWatch(recipe, [f.__name__ for f in funcs], completion_length(recipe, longest_prompt))
+    watch = RewardWatch(recipe, [f.__name__ for f in funcs], max_len)
     # Logged, never trained on (weight 0): the share of completions with the format followed and the answer right.
     funcs.append(AnswerPassRate(fmt))
     weights.append(0.0)
