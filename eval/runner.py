@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aha.formats import get_format
+from aha.formats import InputError, get_format
 
 from .backends import Sampling
 from .grading import grade, summarize
@@ -49,7 +49,7 @@ def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[
         stored = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in set(stored) | set(print_) if stored.get(k) != print_.get(k))
         if diff:
-            raise ValueError(f"{out} holds results of another evaluation ({', '.join(diff)} differ: "
+            raise InputError(f"{out} holds results of another evaluation ({', '.join(diff)} differ: "
                              f"{', '.join(f'{k} {stored.get(k)!r} -> {print_.get(k)!r}' for k in diff[:2])}); "
                              "use another --out, or delete the folder to start over")
     by_id = {p.id: p for p in problems}
@@ -58,7 +58,7 @@ def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[
                                                                or str(row.get("answer")) != by_id[i].answer)]
     if foreign or changed:
         example = (foreign or changed)[0]
-        raise ValueError(f"{out} holds results for other problems ({len(changed)} with the same id but another "
+        raise InputError(f"{out} holds results for other problems ({len(changed)} with the same id but another "
                          f"question or answer, {len(foreign)} not in this evaluation, e.g. {example}); "
                          "use another --out for another data file, task or limit")
 
@@ -72,7 +72,7 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text, so not a results file") from None
+        raise InputError(f"{path}: not UTF-8 text, so not a results file") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -81,10 +81,10 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             if n == len(lines):  # the torn last line of a killed run
                 continue
-            raise ValueError(f"{path}:{n}: not valid JSON") from None
+            raise InputError(f"{path}:{n}: not valid JSON") from None
         if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("samples"), list)
                 and row["samples"] and all(isinstance(g, dict) for g in row["samples"])):
-            raise ValueError(f"{path}:{n}: not a result row (needs an 'id' and a non-empty list of 'samples')")
+            raise InputError(f"{path}:{n}: not a result row (needs an 'id' and a non-empty list of 'samples')")
         done[row["id"]] = row
     return done
 
@@ -122,7 +122,7 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
     done = read_done(samples_path)
     ids = {p.id for p in problems}
     if len(ids) != len(problems):
-        raise ValueError("problem ids are not unique")
+        raise InputError("problem ids are not unique")
     print_ = fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {})
     _check_resumable(out, done, problems, print_)
     (out / FINGERPRINT_FILE).write_text(json.dumps(print_, indent=1) + "\n", encoding="utf-8")
@@ -130,8 +130,9 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
     todo = [p for p in problems if p.id not in done]
     tokenizer = backend.tokenizer
     started = time.time()
-    bar = _progress(len(problems), len(problems) - len(todo), progress)
-    with open(samples_path, "a", encoding="utf-8") as fh:
+    # The bar is closed (its line ended) before any error reaches the user's terminal.
+    with _progress(len(problems), len(problems) - len(todo), progress) as bar, \
+            open(samples_path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             prompts = [fmt.build_prompt(tokenizer, p.question) for p in part]
@@ -146,7 +147,6 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(part))
-    bar.close()
     rows = [done[p.id] for p in problems]
     summary = {
         "results": summarize(rows),

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aha.formats import gold_from_gsm8k
+from aha.formats import InputError, gold_from_gsm8k
 
 CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 DAPO_HUB = ("open-r1/DAPO-Math-17k-Processed", "en")
@@ -36,7 +36,7 @@ def read_rows(path: str | Path) -> list[dict]:
     """Rows of a local .jsonl / .json / .parquet file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no such data file: {path}")
+        raise InputError(f"no such data file: {path}")
     if path.suffix == ".parquet":
         import datasets
 
@@ -44,16 +44,16 @@ def read_rows(path: str | Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
+        raise InputError(f"{path}: not UTF-8 text") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+            raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise ValueError(f"{path}: a .json data file is a list of rows or {{\"data\": [rows]}}")
+            raise InputError(f"{path}: a .json data file is a list of rows or {{\"data\": [rows]}}")
         return data
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -61,24 +61,24 @@ def read_rows(path: str | Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                raise ValueError(f"{path}:{n}: not valid JSON") from None
+                raise InputError(f"{path}:{n}: not valid JSON") from None
     return rows
 
 
 def _check_rows(rows: list, columns: dict[str, tuple[type, ...]], source: str) -> None:
     """Every row a mapping whose columns have usable values; the message names the row."""
     if not rows:
-        raise ValueError(f"{source}: no problems in it")
+        raise InputError(f"{source}: no problems in it")
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict):
-            raise ValueError(f"{source}: row {n} is {type(row).__name__} {str(row)[:30]!r}, not a mapping with "
+            raise InputError(f"{source}: row {n} is {type(row).__name__} {str(row)[:30]!r}, not a mapping with "
                              f"{', '.join(columns)}")
         for column, types in columns.items():
             value = row.get(column)
             if column not in row:
-                raise ValueError(f"{source}: row {n} has no {column!r} (columns: {', '.join(map(str, row))})")
+                raise InputError(f"{source}: row {n} has no {column!r} (columns: {', '.join(map(str, row))})")
             if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-                raise ValueError(f"{source}: row {n}: {column} must be a non-empty "
+                raise InputError(f"{source}: row {n}: {column} must be a non-empty "
                                  f"{' or '.join(t.__name__ for t in types)}, not {str(value)[:30]!r}")
 
 
@@ -90,7 +90,7 @@ def _hub_rows(name: str, config: str, split: str) -> list[dict]:
 
 def _require(rows: list[dict], columns: tuple[str, ...], source: str) -> None:
     if rows and not all(c in rows[0] for c in columns):
-        raise ValueError(f"{source}: expected columns {list(columns)}, found {sorted(rows[0])}")
+        raise InputError(f"{source}: expected columns {list(columns)}, found {sorted(rows[0])}")
 
 
 # ----- GSM8K ---------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def make_arith(n: int = 200, level: int = 1, seed: int = 0) -> list[Problem]:
     (True, True)
     """
     if level not in LEVELS:
-        raise ValueError(f"arith level must be one of {sorted(LEVELS)}, not {level}")
+        raise InputError(f"arith level must be one of {sorted(LEVELS)}, not {level}")
     steps, low, high = LEVELS[level]
     rng = random.Random(f"arith:{level}:{seed}")
     problems, seen = [], set()
@@ -215,9 +215,9 @@ def load_task(name: str, path: str | Path | None = None, limit: int | None = Non
     elif name == "arith":
         problems = make_arith(n, level=level, seed=seed)
     else:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+        raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"--limit must be at least 1, not {limit}")
+            raise InputError(f"--limit must be at least 1, not {limit}")
         problems = problems[:limit]
     return problems

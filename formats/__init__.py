@@ -16,6 +16,7 @@ from typing import Any
 
 from .answers import answers_equal, answers_match, clean_answer, find_last_boxed, gold_from_gsm8k, last_number, parse_number
 from .builtin import BUILTIN_FORMATS
+from .errors import InputError
 from .format import Format
 
 FORMATS: dict[str, Format] = {f.name: f for f in BUILTIN_FORMATS}
@@ -25,7 +26,7 @@ _FIELDS = set(Format.__dataclass_fields__)
 def register_format(fmt: Format, overwrite: bool = False) -> Format:
     """Add a user format to the registry so recipes can name it."""
     if fmt.name in FORMATS and not overwrite:
-        raise ValueError(f"format {fmt.name!r} already exists (pass overwrite=True to replace it)")
+        raise InputError(f"format {fmt.name!r} already exists (pass overwrite=True to replace it)")
     FORMATS[fmt.name] = fmt
     return fmt
 
@@ -43,10 +44,10 @@ def format_from_dict(spec: dict[str, Any]) -> Format:
     '<why>because</why>\\n<ans>5</ans>'
     """
     if not isinstance(spec, dict):
-        raise ValueError(f"a format must be a mapping, not {type(spec).__name__}")
+        raise InputError(f"a format must be a mapping, not {type(spec).__name__}")
     unknown = sorted(set(spec) - _FIELDS)
     if unknown:
-        raise ValueError(f"unknown format field(s) {unknown}; known: {sorted(_FIELDS)}")
+        raise InputError(f"unknown format field(s) {unknown}; known: {sorted(_FIELDS)}")
     spec = dict(spec)
     if "template" not in spec:
         spec["template"] = (
@@ -57,19 +58,19 @@ def format_from_dict(spec: dict[str, Any]) -> Format:
         wanted = _FIELD_TYPES.get(key, str)
         if key == "eos_tokens":
             if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t for t in value):
-                raise ValueError(f"format field eos_tokens must be a list of strings, not {value!r}"[:160])
+                raise InputError(f"format field eos_tokens must be a list of strings, not {value!r}"[:160])
             spec[key] = tuple(value)
         elif not isinstance(value, wanted) or isinstance(value, bool) and wanted is str:
-            raise ValueError(f"format field {key} must be {_TYPE_NAMES[wanted]}, not {type(value).__name__} "
+            raise InputError(f"format field {key} must be {_TYPE_NAMES[wanted]}, not {type(value).__name__} "
                              f"{value!r}"[:160])
     try:
         fmt = Format(**spec)
     except TypeError as err:  # e.g. a missing name/system_prompt
-        raise ValueError(f"bad format: {err}") from None
+        raise InputError(f"bad format: {err}") from None
     # A format must read back what it writes, or every reward and grade built on it is wrong.
     example = fmt.render_completion("17 + 17 = 34", "34")
     if not fmt.check_format(example) or fmt.extract_answer(example) != "34":
-        raise ValueError(f"format {fmt.name!r} does not read back its own example completion {example!r}: "
+        raise InputError(f"format {fmt.name!r} does not read back its own example completion {example!r}: "
                          "its tags overlap or one contains another")
     return fmt
 
@@ -85,13 +86,13 @@ def load_format(path: str | Path) -> Format:
     try:
         spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ValueError(f"format file {path}: not UTF-8 text") from None
+        raise InputError(f"format file {path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"format file {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise InputError(f"format file {path}: not valid YAML ({str(err).splitlines()[0]})") from None
     try:
         return format_from_dict(spec)
     except ValueError as err:
-        raise ValueError(f"format file {path}: {err}") from None
+        raise InputError(f"format file {path}: {err}") from None
 
 
 def get_format(spec: str | Format | dict[str, Any]) -> Format:
@@ -105,10 +106,10 @@ def get_format(spec: str | Format | dict[str, Any]) -> Format:
             return FORMATS[spec]
         if spec.endswith((".yaml", ".yml")) and Path(spec).is_file():
             return load_format(spec)
-    raise ValueError(f"unknown format {spec!r}; built in: {', '.join(FORMATS)} (or a YAML file / mapping)")
+    raise InputError(f"unknown format {spec!r}; built in: {', '.join(FORMATS)} (or a YAML file / mapping)")
 
 
 __all__ = [
-    "FORMATS", "Format", "answers_equal", "answers_match", "clean_answer", "find_last_boxed", "format_from_dict",
+    "FORMATS", "Format", "InputError", "answers_equal", "answers_match", "clean_answer", "find_last_boxed", "format_from_dict",
     "get_format", "gold_from_gsm8k", "last_number", "load_format", "parse_number", "register_format",
 ]

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from .answers import clean_answer, find_last_boxed
+from .errors import InputError
 
 AnswerStyle = Literal["tags", "boxed", "answer_line"]
 _PLACEHOLDER = re.compile(r"\{(reasoning|answer)\}")
@@ -70,18 +71,18 @@ class Format:
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
-            raise ValueError("a format needs a non-empty name")
+            raise InputError("a format needs a non-empty name")
         if self.answer_style not in ("tags", "boxed", "answer_line"):
-            raise ValueError(f"format {self.name!r}: answer_style must be tags, boxed or answer_line, not {self.answer_style!r}")
+            raise InputError(f"format {self.name!r}: answer_style must be tags, boxed or answer_line, not {self.answer_style!r}")
         if "{answer}" not in self.template:
-            raise ValueError(f"format {self.name!r}: template must contain {{answer}}")
+            raise InputError(f"format {self.name!r}: template must contain {{answer}}")
         if self.answer_style == "tags" and not (self.answer_start and self.answer_end):
-            raise ValueError(f"format {self.name!r}: tags style needs answer_start and answer_end")
+            raise InputError(f"format {self.name!r}: tags style needs answer_start and answer_end")
         if not self.template.startswith(self.prefill):
-            raise ValueError(f"format {self.name!r}: template must start with the prefill {self.prefill!r}")
+            raise InputError(f"format {self.name!r}: template must start with the prefill {self.prefill!r}")
         for tag in self.tags:
             if tag not in self.template:
-                raise ValueError(f"format {self.name!r}: tag {tag!r} does not occur in the template")
+                raise InputError(f"format {self.name!r}: tag {tag!r} does not occur in the template")
 
     def strip_tail(self, text: str) -> str:
         """``text`` without trailing whitespace and end-of-sequence tokens."""

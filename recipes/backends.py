@@ -51,10 +51,11 @@ class HFTrainBackend:
 
     def generator(self, adapter: str | None) -> Any:
         from aha.eval import HFBackend, VLLMBackend, load_model
+        from aha.eval.backends import vllm_lora_rank
 
         if self.recipe.model.use_vllm:
             if self._vllm is None:
-                self._vllm = VLLMBackend(self.base, max_lora_rank=max(8, self.recipe.lora.r), dtype=resolve_dtype(self.recipe.model.dtype),
+                self._vllm = VLLMBackend(self.base, max_lora_rank=vllm_lora_rank([self.recipe.lora.r]), dtype=resolve_dtype(self.recipe.model.dtype),
                                          max_model_len=self.recipe.model.max_seq_length, enforce_eager=True)
             return self._vllm
         model, tokenizer = load_model(self.base, adapter=adapter, dtype=resolve_dtype(self.recipe.model.dtype))
@@ -92,11 +93,11 @@ class HFTrainBackend:
         rows = selected_rows(rows, selected_from)
         vllm_args: dict[str, Any] = {}
         if self.recipe.model.use_vllm:
-            from aha.eval.backends import size_cpu_kv_cache
+            from aha.eval.backends import size_vllm_for_cpu
 
             from .vllm_sync import install_cpu_weight_sync
 
-            size_cpu_kv_cache(self.base, self.recipe.model.max_seq_length)  # TRL starts its engine itself
+            size_vllm_for_cpu(self.base, self.recipe.model.max_seq_length)  # TRL starts its engine itself
             vllm_args = {"use_vllm": True, "vllm_mode": "colocate"}
             if install_cpu_weight_sync():
                 log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")

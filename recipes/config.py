@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aha.formats import InputError
+
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError):
     """A recipe that cannot run. Its message names the key and what is wrong."""
 
 

@@ -173,18 +173,24 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
              f" (done already: {', '.join(s for s in stages if run.done(s))})" if len(todo) < len(stages) else "")
     fmt = get_format(_resolve(recipe.format, recipe_dir))
     backend = make_backend(recipe, run, fmt) if any(s not in ("compare", "report") for s in todo) else None
-    for stage in stages:
-        if run.done(stage):
-            continue
-        log.info("stage %s", stage)
-        started = time.time()
-        result = STAGE_FUNCS[stage](run, backend, fmt)
-        run.finish(stage, time.time() - started, result or {})
-        log.info("stage %s done in %.1f s", stage, time.time() - started)
-        if stage == stop_after:
-            break
-    if backend is not None:
-        backend.close()
+    try:
+        for stage in stages:
+            if run.done(stage):
+                continue
+            log.info("stage %s", stage)
+            started = time.time()
+            try:
+                result = STAGE_FUNCS[stage](run, backend, fmt)
+            except BaseException:
+                log.error("stage %s stopped after %.1f s; finished stages are kept", stage, time.time() - started)
+                raise
+            run.finish(stage, time.time() - started, result or {})
+            log.info("stage %s done in %.1f s", stage, time.time() - started)
+            if stage == stop_after:
+                break
+    finally:
+        if backend is not None:
+            backend.close()
     return run.state
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aha.formats import gold_from_gsm8k
+from aha.formats import InputError, gold_from_gsm8k
 
 MODES = ("default", "faithful")
 
@@ -82,5 +82,5 @@ def score_batch(completions: Any, score: Callable[..., float | None], golds: Any
 def check_mode(mode: str) -> bool:
     """``True`` for faithful mode; a clear error for anything else."""
     if mode not in MODES:
-        raise ValueError(f"unknown reward mode {mode!r}; use 'default' or 'faithful'")
+        raise InputError(f"unknown reward mode {mode!r}; use 'default' or 'faithful'")
     return mode == "faithful"

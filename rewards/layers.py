@@ -18,7 +18,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from aha.formats import Format, answers_equal, answers_match, get_format, parse_number
+from aha.formats import Format, InputError, answers_equal, answers_match, get_format, parse_number
 
 from . import faithful as published
 from .core import as_batch, check_mode, completion_text, score_batch
@@ -31,7 +31,7 @@ FormatSpec = str | Format
 def _tags_format(format: FormatSpec, what: str) -> Format:
     fmt = get_format(format)
     if fmt.answer_style != "tags":
-        raise ValueError(f"{what} needs a format with answer tags; {fmt.name!r} writes its answer as {fmt.answer_style}")
+        raise InputError(f"{what} needs a format with answer tags; {fmt.name!r} writes its answer as {fmt.answer_style}")
     return fmt
 
 

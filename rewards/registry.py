@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from aha.formats import get_format
+from aha.formats import InputError, get_format
 
 from .core import check_mode
 from .layers import LAYERS
@@ -51,14 +51,14 @@ def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **opti
     """
     layer_name = PUBLISHED_NAMES.get(name, name)
     if layer_name not in LAYERS:
-        raise ValueError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
+        raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
     faithful = check_mode(mode)
     layer = LAYERS[layer_name]
     accepted = inspect.signature(layer).parameters
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
         keyword_only = [p for p, v in accepted.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
-        raise ValueError(f"reward {layer_name!r} has no option(s) {unknown}; options: {keyword_only}")
+        raise InputError(f"reward {layer_name!r} has no option(s) {unknown}; options: {keyword_only}")
     bound = dict(options)
     if "format" in accepted:
         bound["format"] = get_format(format)
@@ -82,7 +82,7 @@ def published_rewards(recipe: str, mode: str = "faithful", **options: Any) -> li
     ['xmlcount_reward_func', 'soft_format_reward_func', 'strict_format_reward_func', 'int_reward_func', 'correctness_reward_func']
     """
     if recipe not in PUBLISHED_RECIPES:
-        raise ValueError(f"unknown published recipe {recipe!r}; known: {', '.join(PUBLISHED_RECIPES)}")
+        raise InputError(f"unknown published recipe {recipe!r}; known: {', '.join(PUBLISHED_RECIPES)}")
     fmt, names = PUBLISHED_RECIPES[recipe]
     out = []
     for name in names:

