@@ -11,6 +11,7 @@ from .answers import clean_answer, find_last_boxed
 from .errors import InputError
 
 AnswerStyle = Literal["tags", "boxed", "answer_line"]
+Layout = Literal["strict", "template", "soft"]
 _PLACEHOLDER = re.compile(r"\{(reasoning|answer)\}")
 # DAPO/verl convention: the last "Answer: ..." line, looked for near the end.
 ANSWER_LINE_PATTERN = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")
@@ -131,27 +132,6 @@ class Format:
         return self.render_response(reasoning, answer)[len(self.prefill) :]
 
     # ----- reading answers back ---------------------------------------------------------
-    def matches_template(self, text: object) -> bool:
-        """Does ``text`` have exactly the template's layout (any reasoning, any answer,
-        multi-line allowed), with or without the prefill, ignoring trailing
-        whitespace and end-of-sequence tokens?"""
-        if not isinstance(text, str):
-            return False
-        s = _strip_tail(text, self.eos_tokens)
-        if self.prefill and not s.startswith(self.prefill):
-            s = self.prefill + s
-        literals = _PLACEHOLDER.split(self.template)[::2]  # the text around {reasoning}/{answer}
-        first, middle, last = literals[0], literals[1:-1], literals[-1].rstrip()
-        if not s.startswith(first) or not s.endswith(last):
-            return False
-        pos, end = len(first), len(s) - len(last)
-        for literal in middle:  # the earliest occurrence is the best choice for a lazy match
-            found = s.find(literal, pos)
-            if found < 0 or found + len(literal) > end:
-                return False
-            pos = found + len(literal)
-        return pos <= end
-
     def answer_region(self, text: str) -> str:
         """The part of a completion after the reasoning, where the answer belongs."""
         if self.reasoning_end and self.answer_style != "tags":
@@ -188,31 +168,112 @@ class Format:
             answer = clean_answer(found.group(1)) if found else ""
         return answer or None
 
+    # ----- layout: the one place that decides whether a completion follows the format ----------
+    def format_violation(self, text: object, level: Layout = "strict") -> str | None:
+        """Why ``text`` does not follow this format, or ``None`` if it does. Every layout
+        check in the package (format rewards, grading, ``aha rewards explain``) is this
+        method at one of three levels:
+
+        - ``strict``: every generated tag exactly once and in order, the reasoning tag
+          first, nothing between the reasoning and the answer, a non-empty answer, and
+          nothing after it but whitespace and end-of-sequence tokens;
+        - ``template``: exactly the template's text around the reasoning and the answer
+          (its newlines included), with or without the prefill;
+        - ``soft``: starts with the reasoning block, and the answer block follows it after
+          any whitespace (the XML recipe's soft check, multi-line reasoning allowed).
+
+        >>> from aha.formats import get_format
+        >>> xml = get_format("xml")
+        >>> xml.format_violation("Sure!\\n<reasoning>\\nr\\n</reasoning>\\n<answer>\\n4\\n</answer>")
+        "text before <reasoning>: 'Sure!'"
+        >>> xml.format_violation("<reasoning>\\nr\\n</reasoning>\\n<answer>\\n4\\n</answer>\\n", "template") is None
+        True
+        """
+        if not isinstance(text, str):
+            return f"not text but {type(text).__name__}"
+        if not text.strip():
+            return "empty completion"
+        if level == "template":
+            return self._template_violation(text)
+        if level == "soft":
+            return self._soft_violation(text)
+        if level != "strict":
+            raise InputError(f"layout level must be strict, template or soft, not {level!r}")
+        return self._strict_violation(text)
+
     def check_format(self, text: object) -> bool:
-        """Strict compliance: every generated tag exactly once, in order, the answer
-        non-empty, nothing after it but whitespace and end-of-sequence tokens.
-        Reasoning may span many lines."""
-        if not isinstance(text, str) or not text.strip():
-            return False
+        """Strict compliance (:meth:`format_violation` at ``strict``)."""
+        return self.format_violation(text) is None
+
+    def matches_template(self, text: object) -> bool:
+        """The template's exact layout (:meth:`format_violation` at ``template``)."""
+        return self.format_violation(text, "template") is None
+
+    def _strict_violation(self, text: str) -> str | None:
         s = _strip_tail(text, self.eos_tokens).lstrip()
         if self.prefill.strip() and s.startswith(self.prefill.strip()):
             s = s[len(self.prefill.strip()) :]  # the model repeated the prefilled tag: allowed
-        positions = []
         for tag in self.generated_tags:
-            if s.count(tag) != 1:
-                return False
-            positions.append(s.find(tag))
+            n = s.count(tag)
+            if n != 1:
+                return f"{tag} missing" if n == 0 else f"{tag} appears {n} times"
+        positions = [s.find(t) for t in self.generated_tags]
         if positions != sorted(positions):
-            return False
-        if self.reasoning_start and self.reasoning_start in self.generated_tags and s.find(self.reasoning_start) != 0:
-            return False
+            return "tags out of order: " + " < ".join(t for _, t in sorted(zip(positions, self.generated_tags)))
+        if self.reasoning_start in self.generated_tags and s.find(self.reasoning_start) != 0:
+            return f"text before {self.reasoning_start}: {s[: s.find(self.reasoning_start)].strip()[:40]!r}"
         if self.answer_style == "tags":
-            if not s.endswith(self.answer_end):
-                return False
-            if self.reasoning_end and s[s.find(self.reasoning_end) + len(self.reasoning_end) : s.find(self.answer_start)].strip():
-                return False
-            return self.extract_answer(s) is not None
+            after = s[s.rfind(self.answer_end) + len(self.answer_end) :]
+            if after.strip():
+                return f"text after {self.answer_end}: {after.strip()[:40]!r}"
+            if self.reasoning_end:
+                between = s[s.find(self.reasoning_end) + len(self.reasoning_end) : s.find(self.answer_start)]
+                if between.strip():
+                    return f"text between {self.reasoning_end} and {self.answer_start}: {between.strip()[:40]!r}"
+            return "empty answer" if self.extract_answer(s) is None else None
         if self.answer_style == "boxed":
-            return self.extract_answer(s) is not None
-        last_line = s.rsplit("\n", 1)[-1]
-        return ANSWER_LINE_PATTERN.match(last_line.strip()) is not None and self.extract_answer(s) is not None
+            return "no \\boxed{} answer after the reasoning" if self.extract_answer(s) is None else None
+        last_line = s.rsplit("\n", 1)[-1].strip()
+        if ANSWER_LINE_PATTERN.match(last_line) is None:
+            return f"the last line is not an answer line: {last_line[:40]!r}"
+        return "empty answer" if self.extract_answer(s) is None else None
+
+    def _template_violation(self, text: str) -> str | None:
+        s = _strip_tail(text, self.eos_tokens)
+        if self.prefill and not s.startswith(self.prefill):
+            s = self.prefill + s
+        literals = _PLACEHOLDER.split(self.template)[::2]  # the text around {reasoning}/{answer}
+        first, middle, last = literals[0], literals[1:-1], literals[-1].rstrip()
+        if not s.startswith(first):
+            return f"does not start with {first!r}"
+        if not s.endswith(last):
+            return f"does not end with {last!r}"
+        pos, end = len(first), len(s) - len(last)
+        for literal in middle:  # the earliest occurrence is the best choice for a lazy match
+            found = s.find(literal, pos)
+            if found < 0 or found + len(literal) > end:
+                return f"{literal!r} missing where the template has it"
+            pos = found + len(literal)
+        return None
+
+    def _soft_violation(self, text: str) -> str | None:
+        s = text.lstrip()
+        if self.prefill.strip() and not s.startswith(self.prefill.strip()):
+            s = self.prefill.strip() + s
+        if self.answer_style != "tags" or not self.reasoning_end:
+            return "no final answer found" if self.extract_answer(s) is None else None
+        if self.reasoning_start and not s.startswith(self.reasoning_start):
+            return f"does not start with {self.reasoning_start}"
+        cut = s.find(self.reasoning_end)
+        if cut < 0:
+            return f"{self.reasoning_end} missing"
+        while cut >= 0:  # the first closing reasoning tag followed by whitespace and the answer tag
+            after = cut + len(self.reasoning_end)
+            while after < len(s) and s[after].isspace():
+                after += 1
+            if s.startswith(self.answer_start, after):
+                # a later start would only search less of the text: this one decides
+                found = s.find(self.answer_end, after + len(self.answer_start)) >= 0
+                return None if found else f"{self.answer_end} missing after {self.answer_start}"
+            cut = s.find(self.reasoning_end, cut + 1)
+        return f"no {self.answer_start} right after {self.reasoning_end}"

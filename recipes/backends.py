@@ -103,7 +103,8 @@ class HFTrainBackend:
                 log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
         trainer, watch = grpo_trainer(self.recipe, model, tokenizer, self.fmt, rows, longest, out_dir,
                                       peft_config=None if sft_adapter else lora_config(self.recipe), **vllm_args)
-        return {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned}
+        return {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned,
+                **({"reward_errors": watch.error_counts()} if watch.error_counts() else {})}
 
     def export(self, adapter: str, out_dir: Path) -> dict[str, Any]:
         from .export import export

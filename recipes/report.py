@@ -132,6 +132,11 @@ def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versi
     warnings = state["stages"].get("grpo", {}).get("warnings") or []
     if warnings:
         lines += ["", "## Warnings raised during GRPO", ""] + [f"- {w}" for w in warnings]
+    reward_errors = state["stages"].get("grpo", {}).get("reward_errors") or {}
+    if reward_errors:
+        lines += ["", "## Reward errors during GRPO", "",
+                  "Completions on which a reward raised; they scored None for it (first traceback in run.log):", ""]
+        lines += [f"- {name}: {count}" for name, count in reward_errors.items()]
     lines += ["", "## Versions", "", "```", yaml.safe_dump(versions, sort_keys=False).strip(), "```",
               "", "## Recipe (as run)", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```"]
     path = run_dir / "report.md"

@@ -109,7 +109,7 @@ def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: 
                  computed["max_completion_length"])
     funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
                                                                                            tokenizer.eos_token)
-    watch = RewardWatch(recipe, [f.__name__ for f in funcs], max_len)
+    watch = RewardWatch(recipe, funcs, max_len)
     # Logged, never trained on (weight 0): the share of completions with the format followed and the answer right.
     funcs.append(AnswerPassRate(fmt))
     weights.append(0.0)
@@ -161,12 +161,21 @@ class RewardWatch(TrainerCallback):
     """Warnings users need during GRPO, each printed once: most completions truncated, a
     format reward never positive after N steps, all rewards equal within every group."""
 
-    def __init__(self, recipe: Recipe, reward_names: list[str], max_completion_length: int):
-        self.recipe, self.names, self.max_len = recipe, reward_names, max_completion_length
-        self.format_names = [n for n in reward_names if "format" in n or n.startswith(("xml", "match_format"))]
+    def __init__(self, recipe: Recipe, reward_funcs: list[Any], max_completion_length: int):
+        """``reward_funcs``: the reward callables (or their names); those that count their
+        errors (:class:`aha.rewards.Reward`) are watched for completions they failed on."""
+        self.recipe, self.max_len = recipe, max_completion_length
+        self.funcs = [f for f in reward_funcs if not isinstance(f, str)]
+        self.names = [f if isinstance(f, str) else f.__name__ for f in reward_funcs]
+        self.format_names = [n for n in self.names if "format" in n or n.startswith(("xml", "match_format"))]
         self.best: dict[str, float] = {}
         self.first: dict[str, float] = {}
         self.warned: list[str] = []
+        self.errors: dict[str, int] = {}  # completions each reward raised on (scored None), so far
+
+    def error_counts(self) -> dict[str, int]:
+        """Completions each reward raised on, over the whole training (only those with any)."""
+        return {f.__name__: f.errors for f in self.funcs if getattr(f, "errors", 0)}
 
     def _warn(self, key: str, message: str) -> None:
         if key not in {w.split(":")[0] for w in self.warned}:
@@ -175,6 +184,13 @@ class RewardWatch(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
+        for func in self.funcs:
+            count, seen = getattr(func, "errors", 0), self.errors.get(func.__name__, 0)
+            if count > seen:
+                self.errors[func.__name__] = count
+                if seen == 0 or count >= 2 * seen:  # the first error, then each doubling: counted, not spammed
+                    log.warning("step %s: reward %s has raised on %d completions so far (scored None there; the first "
+                                "traceback is in the log)", state.global_step, func.__name__, count)
         clipped = logs.get("completions/clipped_ratio")
         if clipped is not None and clipped > self.recipe.grpo.warn_truncated_ratio:
             self._warn("truncated", f"step {state.global_step}: {clipped:.0%} of completions hit max_completion_length "

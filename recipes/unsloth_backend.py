@@ -82,7 +82,8 @@ class UnslothBackend:
         # Unsloth's patched trainer generates with the model's own vLLM engine (fast_inference).
         trainer, watch = grpo_trainer(self.recipe, self.model, self.tokenizer, self.fmt, rows, longest, out_dir,
                                       use_vllm=True)
-        result = {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned}
+        result = {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned,
+                **({"reward_errors": watch.error_counts()} if watch.error_counts() else {})}
         self._loaded = str(out_dir / "adapter")
         return result
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aha.formats import InputError, gold_from_gsm8k
 
 MODES = ("default", "faithful")
+log = logging.getLogger("aha")
+
+# Exceptions raised while scoring, per scoring function, in this process. A completion that
+# makes a layer raise scores None (TRL skips it) so one odd completion cannot end a run, but
+# a layer that raises is counted here and its first traceback is logged, so it is never
+# silently absent from training: Reward.errors and the GRPO log and report read these counts.
+ERRORS: Counter[str] = Counter()
 
 
 def completion_text(completion: Any) -> str | None:
@@ -73,10 +83,19 @@ def score_batch(completions: Any, score: Callable[..., float | None], golds: Any
                     value = score(text, gold) if gold is not None else None
                 else:
                     value = score(text)
-            except Exception:  # a reward must never take a run down
+            except Exception:  # noqa: BLE001 - one completion must not end a run; counted, never silent
+                _count_error(score)
                 value = None
         out.append(None if value is None else float(value))
     return out
+
+
+def _count_error(score: Callable[..., Any]) -> None:
+    where = getattr(score, "__qualname__", type(score).__name__).replace(".<locals>", "")
+    if ERRORS[where] == 0:
+        log.warning("reward %s raised on a completion; it scores None there and every such error is counted. "
+                    "First traceback:\n%s", where, traceback.format_exc().rstrip())
+    ERRORS[where] += 1
 
 
 def check_mode(mode: str) -> bool:

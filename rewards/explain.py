@@ -13,29 +13,9 @@ from .layers import LAYERS
 from .registry import PUBLISHED_RECIPES
 
 
-def diagnose_format(fmt: Format, text: str) -> str:
-    """The first thing that keeps ``text`` from following ``fmt`` exactly ("ok" if nothing)."""
-    if fmt.check_format(text):
-        return "ok"
-    if not text.strip():
-        return "empty completion"
-    s = fmt.strip_tail(text)
-    for tag in fmt.generated_tags:
-        n = s.count(tag)
-        if n != 1:
-            return f"{tag} missing" if n == 0 else f"{tag} appears {n} times"
-    positions = [s.find(t) for t in fmt.generated_tags]
-    if positions != sorted(positions):
-        return "tags out of order: " + " < ".join(t for _, t in sorted(zip(positions, fmt.generated_tags)))
-    if fmt.answer_style == "tags":
-        after = s[s.rfind(fmt.answer_end) + len(fmt.answer_end) :]
-        if after.strip():
-            return f"text after {fmt.answer_end}: {after.strip()[:40]!r}"
-        between = s[s.find(fmt.reasoning_end) + len(fmt.reasoning_end) : s.find(fmt.answer_start)] if fmt.reasoning_end else ""
-        if between.strip():
-            return f"text between {fmt.reasoning_end} and {fmt.answer_start}: {between.strip()[:40]!r}"
-        return "empty answer"
-    return "no final answer found" if fmt.extract_answer(s) is None else "layout differs from the format"
+def diagnose_format(fmt: Format, text: str, level: str = "strict") -> str:
+    """Why ``text`` is off-format at ``level`` ("ok" if it is not): :meth:`Format.format_violation`."""
+    return fmt.format_violation(text, level) or "ok"
 
 
 def _why_faithful_unsloth(layer: str, fmt: Format, text: str, gold: str | None, eos: str) -> str:
@@ -54,7 +34,7 @@ def _why(layer: str, fmt: Format, text: str, gold: str | None, faithful: bool, e
     if layer in ("format_exact", "xml_strict_format", "xml_soft_format"):
         if faithful and layer != "format_exact":
             return "published regex (no DOTALL: multi-line reasoning fails)" if "\n" in text else "published regex"
-        return diagnose_format(fmt, text)
+        return diagnose_format(fmt, text, {"xml_strict_format": "template", "xml_soft_format": "soft"}.get(layer, "strict"))
     if layer in ("format_approximate", "xml_count"):
         tags = fmt.generated_tags if not faithful or layer == "xml_count" else (fmt.reasoning_end, fmt.answer_start, fmt.answer_end)
         return ", ".join(f"{t} x{text.count(t)}" for t in tags)

@@ -131,26 +131,6 @@ def xml_strict_format(completions: Any, *, format: FormatSpec = "xml", mode: str
     return score_batch(completions, lambda t: 0.5 if fmt.matches_template(t) else 0.0)
 
 
-def _soft_format(fmt: Format, text: str) -> bool:
-    s = text.lstrip()
-    if fmt.prefill.strip() and not s.startswith(fmt.prefill.strip()):
-        s = fmt.prefill.strip() + s
-    if fmt.answer_style != "tags" or not fmt.reasoning_end:
-        return fmt.extract_answer(s) is not None
-    if fmt.reasoning_start and not s.startswith(fmt.reasoning_start):
-        return False
-    cut = s.find(fmt.reasoning_end)
-    while cut >= 0:  # the first closing reasoning tag followed by whitespace and the answer tag
-        after = cut + len(fmt.reasoning_end)
-        while after < len(s) and s[after].isspace():
-            after += 1
-        if s.startswith(fmt.answer_start, after):
-            # a later start would only search less of the text: this one decides
-            return s.find(fmt.answer_end, after + len(fmt.answer_start)) >= 0
-        cut = s.find(fmt.reasoning_end, cut + 1)
-    return False
-
-
 def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
                     **columns: Any) -> list[float | None]:
     """+0.5 when the completion starts with the reasoning block and the answer block
@@ -163,7 +143,7 @@ def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", mode: str =
     if check_mode(mode):
         return score_batch(completions, published.soft_format_reward_func)
     fmt = get_format(format)
-    return score_batch(completions, lambda t: 0.5 if _soft_format(fmt, t) else 0.0)
+    return score_batch(completions, lambda t: 0.5 if fmt.format_violation(t, "soft") is None else 0.0)
 
 
 # ---------------------------------------------------------------------------------

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from aha.formats import InputError, get_format
 
-from .core import check_mode
+from .core import ERRORS, check_mode, log
 from .layers import LAYERS
 
 RewardFn = Callable[..., list]
@@ -66,13 +65,41 @@ def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **opti
     # Fail now, not at the first training step, on a format the layer cannot read.
     LAYERS[layer_name]([], **bound)
 
-    @functools.wraps(layer)
-    def reward(completions: Any = None, **columns: Any) -> list:
-        return layer(completions, **{**columns, **bound})
+    return Reward(layer_name, bound, _PUBLISHED_BY_LAYER.get(layer_name, layer_name) if faithful else layer_name)
 
-    reward.__name__ = _PUBLISHED_BY_LAYER.get(layer_name, layer_name) if faithful else layer_name
-    reward.__qualname__ = reward.__name__
-    return reward
+
+class Reward:
+    """A reward layer with its format, mode and options bound: a plain callable with TRL's
+    signature, ``reward(completions, **columns) -> list[float | None]``. A class rather than
+    a closure so it pickles (TRL's async GRPO sends rewards to other processes).
+
+    >>> import pickle
+    >>> fn = pickle.loads(pickle.dumps(get_reward("check_number")))
+    >>> fn.__name__, fn(["<end_working_out><SOLUTION>34</SOLUTION>"], answer=["34"])
+    ('check_number', [3.5])
+    """
+
+    def __init__(self, layer_name: str, bound: dict[str, Any], name: str):
+        self.layer_name, self.bound = layer_name, bound
+        self.__name__ = self.__qualname__ = name
+        self.__doc__ = LAYERS[layer_name].__doc__
+        self.errors = 0  # completions on which the layer raised (scored None), over this object's life
+        self._said_all_failed = False
+
+    def __call__(self, completions: Any = None, **columns: Any) -> list:
+        before = sum(ERRORS.values())
+        scores = LAYERS[self.layer_name](completions, **{**columns, **self.bound})
+        failed = sum(ERRORS.values()) - before
+        if failed and failed == len(scores) and not self._said_all_failed:
+            self._said_all_failed = True
+            log.warning("reward %s raised on every completion of a batch (%d): it gives GRPO no signal", self.__name__,
+                        failed)
+        self.errors += failed
+        return scores
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={getattr(v, 'name', v)!r}" for k, v in self.bound.items())
+        return f"Reward({self.__name__}: {self.layer_name}({options}))"
 
 
 def published_rewards(recipe: str, mode: str = "faithful", **options: Any) -> list[RewardFn]:

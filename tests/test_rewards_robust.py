@@ -97,3 +97,59 @@ def test_one_megabyte_completion():
     for fn in REWARDS:
         out = fn([text], answer=["34"])
         assert len(out) == 1
+
+
+# ----- errors are counted, not swallowed -----------------------------------------------------------------
+class _FormatThatBreaks:
+    """The unsloth format with an answer reader that raises on one marker: how a bug in a
+    layer (or a format a user wrote) shows up during training."""
+
+    def __new__(cls):
+        import dataclasses
+
+        from aha.formats import Format, get_format
+
+        class Broken(Format):
+            def extract_answer(self, text):
+                if "boom" in str(text):
+                    raise RuntimeError("a bug in the answer reader")
+                return super().extract_answer(text)
+
+        return Broken(**{f.name: getattr(get_format("unsloth"), f.name) for f in dataclasses.fields(Format)})
+
+
+def test_a_layer_that_raises_is_counted_and_its_traceback_logged_once(caplog):
+    import logging
+    import pickle
+
+    from aha.rewards import ERRORS
+
+    fn = get_reward("check_answer_numeric", format=_FormatThatBreaks())
+    before = sum(ERRORS.values())
+    ok, bad = "x<end_working_out><SOLUTION>34</SOLUTION>", "x<end_working_out><SOLUTION>boom</SOLUTION>"
+    with caplog.at_level(logging.WARNING, logger="aha"):
+        assert fn([ok, bad, bad], answer=["34"] * 3) == [5.0, None, None]
+        fn([bad], answer=["34"])
+    assert fn.errors == 3 and sum(ERRORS.values()) - before == 3
+    tracebacks = [r for r in caplog.records if "First traceback" in r.getMessage()]
+    assert len(tracebacks) <= 1 and all("a bug in the answer reader" in r.getMessage() for r in tracebacks)
+    assert any("raised on every completion of a batch" in r.getMessage() for r in caplog.records)
+    assert pickle.loads(pickle.dumps(get_reward("format_exact")))(["<end_working_out><SOLUTION>1</SOLUTION>"]) == [3.0]
+
+
+def test_reward_watch_reports_reward_errors(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from aha.recipes import load_recipe
+    from aha.recipes.train import RewardWatch
+
+    fn = get_reward("check_answer_numeric", format=_FormatThatBreaks())
+    watch = RewardWatch(load_recipe("tiny-qwen3-smoke"), [fn, get_reward("format_exact")], max_completion_length=8)
+    with caplog.at_level(logging.WARNING, logger="aha"):
+        watch.on_log(None, SimpleNamespace(global_step=1), None, logs={})
+        assert not any("has raised" in r.getMessage() for r in caplog.records)
+        fn(["<SOLUTION>boom</SOLUTION>", "<SOLUTION>4</SOLUTION>"], answer=["4", "4"])
+        watch.on_log(None, SimpleNamespace(global_step=2), None, logs={})
+    assert watch.error_counts() == {"check_answer_numeric": 1}
+    assert any("step 2: reward check_answer_numeric has raised on 1 completions" in r.getMessage() for r in caplog.records)
