@@ -12,7 +12,8 @@ from fractions import Fraction
 # A number as people write it in a final answer: optional sign and currency,
 # digits with optional thousands commas, optional decimals, optional percent.
 _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# A number with thousands commas (1,000 or -12,345.5): the one definition in the package.
+THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _LATEX_FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}")
 _SLASH_FRAC = re.compile(r"(-?\d+)\s*/\s*(-?\d+)")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)\{([^{}]*)\}")
@@ -120,7 +121,7 @@ def _parse_plain(s: str) -> Fraction | None:
     s = s.replace(" ", "")
     if s.startswith("+"):
         s = s[1:]
-    if _THOUSANDS.fullmatch(s):
+    if THOUSANDS_NUMBER.fullmatch(s):
         s = s.replace(",", "")
     if _PLAIN_NUMBER.fullmatch(s):
         return Fraction(s)

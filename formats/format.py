@@ -19,6 +19,19 @@ DAPO_TAIL_CHARS = 300
 DEFAULT_EOS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<｜end▁of▁sentence｜>")
 
 
+def last_answer_line(text: str) -> str | None:
+    """What follows ``Answer:`` on the last such line within the last 300 characters, as
+    written (DAPO's rule, as verl reads it): the one reader of answer lines in the package.
+
+    >>> last_answer_line("Answer: 3\\nso... answer: 41 "), last_answer_line("no line")
+    ('41 ', None)
+    """
+    found = None
+    for found in ANSWER_LINE_PATTERN.finditer(text[-DAPO_TAIL_CHARS:]):
+        pass
+    return found.group(1) if found else None
+
+
 def _strip_tail(text: str, eos_tokens: tuple[str, ...]) -> str:
     """Drop trailing whitespace and end-of-sequence tokens (in any order)."""
     s = text.rstrip()
@@ -161,11 +174,8 @@ class Format:
             boxed = find_last_boxed(self.answer_region(text))
             answer = clean_answer(boxed) if boxed is not None else ""
         else:
-            tail = text[-DAPO_TAIL_CHARS:]
-            found = None
-            for found in ANSWER_LINE_PATTERN.finditer(tail):
-                pass
-            answer = clean_answer(found.group(1)) if found else ""
+            line = last_answer_line(text)
+            answer = clean_answer(line) if line is not None else ""
         return answer or None
 
     # ----- layout: the one place that decides whether a completion follows the format ----------

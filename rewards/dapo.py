@@ -1,10 +1,10 @@
-"""DAPO-style grading: the last ``Answer: ...`` line, normalised Minerva-style.
+"""aha's DAPO grading (default mode): the last ``Answer: ...`` line, normalised.
 
-The rule (as verl grades DAPO-Math): take the last match of
-``(?i)Answer\\s*:\\s*([^\\n]+)`` within the last 300 characters, normalise it and the
-gold the same way (text after the last ``=``, unit words removed, ``\\text{}`` and
-``\\boxed{}`` unwrapped, ``$`` and spaces and thousands commas dropped), and compare
-strings.
+The answer is read as verl reads it (:func:`aha.formats.format.last_answer_line`: the last
+``Answer:`` line in the last 300 characters). The normaliser below is aha's own, in the
+spirit of the Minerva one verl uses but more forgiving of how models write answers (unit
+words inside ``\\text{}``, ``\\%``, ``\\,`` spacing); the default reward also accepts equal
+numeric values. ``mode="faithful"`` is verl's rule exactly (:mod:`aha.rewards.faithful`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from aha.formats import find_last_boxed
-from aha.formats.format import ANSWER_LINE_PATTERN, DAPO_TAIL_CHARS
+from aha.formats.answers import THOUSANDS_NUMBER
+from aha.formats.format import last_answer_line
 
 _UNIT_WORDS = (
     "square", "ways", "integers", "dollars", "mph", "inches", "hours", "km", "units", "points",
@@ -24,7 +25,6 @@ _DROP = ("\\$", "$", "\\!", "\\;", "\\,", "\\ ", "^\\circ", "^{\\circ}", "\\%", 
 _WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox|overline)\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"\\([dt]?)frac(\d)(\d)")  # \frac12 -> \frac{1}{2}
 _SQRT_SHORT = re.compile(r"\\sqrt(\d)")
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
 def normalize_final_answer(answer: str) -> str:
@@ -50,14 +50,12 @@ def normalize_final_answer(answer: str) -> str:
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = s.replace(" ", "").strip().rstrip(".")
-    if _THOUSANDS.fullmatch(s):
+    if THOUSANDS_NUMBER.fullmatch(s):
         s = s.replace(",", "")
     return s
 
 
 def extract_dapo_answer(text: str) -> str | None:
-    """The last ``Answer:`` line in the last 300 characters, unnormalised."""
-    found = None
-    for found in ANSWER_LINE_PATTERN.finditer(text[-DAPO_TAIL_CHARS:]):
-        pass
-    return found.group(1).strip() if found else None
+    """The last ``Answer:`` line in the last 300 characters, unnormalised (stripped)."""
+    line = last_answer_line(text)
+    return line.strip() if line is not None else None

@@ -165,3 +165,60 @@ def int_reward_func(text: str) -> float:
 
 def correctness_reward_func(text: str, gold: str) -> float:
     return 2.0 if extract_xml_answer(text) == gold else 0.0
+
+
+# ---------------------------------------------------------------------------------
+# DAPO-Math as verl grades it (verl/utils/reward_score/math_dapo.py; docs/SOURCES.md)
+# ---------------------------------------------------------------------------------
+# The Minerva normalisation (Lewkowycz et al. 2022), step by step. Both tables are the
+# published rule's data and their order matters: each entry is a plain text replacement
+# applied to the result of the one before ("\\text{}^2" must go before "\\text{}").
+MINERVA_REPLACEMENTS = (
+    ("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""), ("\\ ", ""), (" ", ""), ("mbox", "text"),
+    (",\\text{and}", ","), ("\\text{and}", ","), ("\\text{m}", "\\text{}"),
+)
+MINERVA_DELETIONS = (
+    "square", "ways", "integers", "dollars", "mph", "inches", "hours", "km", "units", "\\ldots", "sue", "points",
+    "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds", "meters", "meals", "edges", "students",
+    "childrentickets", "multiples", "\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3",
+    "\\text{\n}", "\\text{}", "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", '"', "\\dots",
+)
+_INSIDE_FIRST_DOLLARS = re.compile(r".*?\$(.*?)\$.*")  # "." stops at a newline, as in the original
+_UNWRAP_LAZY = [re.compile(r"\\" + name + r"\{(.*?)\}") for name in ("text", "textbf", "overline")]
+_UNWRAP_BOXED = re.compile(r"\\boxed\{(.*)\}")  # greedy: up to the LAST closing brace
+_FRAC_SHORTHAND = re.compile(r"frac([^{])(.)")
+_SQRT_SHORTHAND = re.compile(r"sqrt([^{])")
+DAPO_INVALID = "[INVALID]"  # what verl grades when there is no answer line
+
+
+def minerva_normalize(answer: str) -> str:
+    r"""verl's DAPO normalisation of a final answer, value for value.
+
+    >>> minerva_normalize(r"x = \$1,000 dollars"), minerva_normalize(r"\frac12"), minerva_normalize("10\\%")
+    ('1000', '\\frac{1}{2}', '10\\%')
+    """
+    s = answer.split("=")[-1]
+    for old, new in MINERVA_REPLACEMENTS:
+        s = s.replace(old, new)
+    for gone in MINERVA_DELETIONS:
+        s = s.replace(gone, "")
+    s = _INSIDE_FIRST_DOLLARS.sub(lambda m: "$" + m.group(1) + "$", s)
+    for wrapper in _UNWRAP_LAZY:
+        s = wrapper.sub(lambda m: m.group(1), s)
+    s = _UNWRAP_BOXED.sub(lambda m: m.group(1), s)
+    s = _FRAC_SHORTHAND.sub(lambda m: "frac{" + m.group(1) + "}{" + m.group(2) + "}", s)
+    s = _SQRT_SHORTHAND.sub(lambda m: "sqrt{" + m.group(1) + "}", s)
+    s = s.replace("$", "")
+    if s.replace(",", "").isdigit():
+        s = s.replace(",", "")
+    return s.strip()
+
+
+def dapo_verl_score(text: str, gold: str) -> float:
+    """+1.0 when the last ``Answer:`` line of the last 300 characters normalises to the
+    normalised gold, else -1.0 (a missing line is graded as the text ``[INVALID]``)."""
+    from aha.formats.format import last_answer_line
+
+    line = last_answer_line(text)
+    guess = minerva_normalize(line if line is not None else DAPO_INVALID)
+    return 1.0 if guess == minerva_normalize(gold) else -1.0

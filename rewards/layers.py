@@ -298,17 +298,24 @@ def check_math_verify(completions: Any, *, format: FormatSpec = "unsloth", mode:
 def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", mode: str = "default",
                       answer_column: str = "answer", **columns: Any) -> list[float | None]:
     """DAPO grading: +1.0 when the last ``Answer:`` line (last 300 characters)
-    matches the gold after Minerva-style normalisation, else -1.0.
+    matches the gold, else -1.0.
 
-    Faithful mode compares the normalised strings only; default mode also accepts
-    equal numeric values (``0.50`` for ``1/2``).
+    Faithful mode is verl's rule value for value (Minerva normalisation, string
+    equality; :func:`aha.rewards.faithful.dapo_verl_score`). Default mode normalises
+    with aha's more forgiving reader and also accepts equal numeric values (``0.50``
+    for ``1/2``).
 
     >>> check_dapo_answer(["So x = 34.\\nAnswer: 34", "Answer: \\\\boxed{35}", "no answer"],
     ...                   answer=["34"] * 3)
     [1.0, -1.0, -1.0]
+    >>> check_dapo_answer(["Answer: 10\\\\%"], answer=["10"]), \\
+    ...     check_dapo_answer(["Answer: 10\\\\%"], answer=["10"], mode="faithful")
+    ([1.0], [-1.0])
     """
     faithful = check_mode(mode)
     golds = columns.get(answer_column)
+    if faithful:
+        return score_batch(completions, published.dapo_verl_score, golds, True, faithful)
 
     def score(text: str, gold: str) -> float:
         guess = extract_dapo_answer(text)
@@ -317,7 +324,7 @@ def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", mode: st
         norm_guess, norm_gold = normalize_final_answer(guess), normalize_final_answer(gold)
         if norm_guess == norm_gold and norm_gold:
             return 1.0
-        if not faithful and answers_equal(norm_guess, norm_gold):
+        if answers_equal(norm_guess, norm_gold):
             return 1.0
         return -1.0
 

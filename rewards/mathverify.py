@@ -15,10 +15,11 @@ import threading
 from fractions import Fraction
 from functools import lru_cache
 
+from aha.formats.answers import THOUSANDS_NUMBER
+
 # math-verify rounds to 6 decimals and 15 significant digits: within those limits
 # exact comparison gives its verdict, beyond them we let it decide.
 _PLAIN_DECIMAL = re.compile(r"-?\d{1,9}(?:\.\d{1,6})?")
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 MAX_CHARS = 300  # longer "answers" are not final answers; parsing them is unbounded work
 MAX_POWERS = 3  # 2^{2^{2^{...}}} can take sympy minutes
 TIMEOUT_SECONDS = 5
@@ -95,7 +96,7 @@ def _prepare(text: str) -> str | None:
     if s.startswith("\\boxed{") and s.endswith("}") and s.count("{") == 1:
         s = s[7:-1].strip()
     bare = s.replace("\\$", "").replace("$", "").strip()
-    if _PLAIN_DECIMAL.fullmatch(bare) or _THOUSANDS.fullmatch(bare):
+    if _PLAIN_DECIMAL.fullmatch(bare) or THOUSANDS_NUMBER.fullmatch(bare):
         s = bare.replace(",", "")  # "1,234" is a number, not the pair (1, 234)
     return s
 

@@ -177,3 +177,35 @@ def test_unsloth_faithful_equals_spec_on_random_text(text, gold):
 @given(texts, golds)
 def test_xml_faithful_equals_spec_on_random_text(text, gold):
     assert [fn([text], answer=[gold])[0] for fn in XML] == pytest.approx(spec_xml_all(text, gold))
+
+
+# ----- DAPO-Math as verl grades it ------------------------------------------------------------------------
+def _verl_table():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "dapo_verl_parity.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("raw,expected", _verl_table()["normalize"])
+def test_minerva_normalize_equals_verl(raw, expected):
+    from aha.rewards.faithful import minerva_normalize
+
+    assert minerva_normalize(raw) == expected
+
+
+@pytest.mark.parametrize("text,gold,expected", _verl_table()["score"])
+def test_faithful_dapo_reward_equals_verl(text, gold, expected):
+    from aha.rewards import check_dapo_answer
+
+    assert check_dapo_answer([text], answer=[gold], mode="faithful") == [expected]
+
+
+def test_default_dapo_reward_differs_from_verl_where_models_write_units():
+    """Default mode is aha's more forgiving reader: it accepts what verl refuses here."""
+    from aha.rewards import check_dapo_answer
+
+    texts = ["Answer: 10\\%", "Answer: 57\\,500", "Answer: 0.50"]
+    golds = ["10", "57500", "1/2"]
+    assert check_dapo_answer(texts, answer=golds) == [1.0, 1.0, 1.0]
+    assert check_dapo_answer(texts, answer=golds, mode="faithful") == [-1.0, -1.0, -1.0]
