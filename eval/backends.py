@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aha.formats import InputError
 
@@ -36,6 +36,34 @@ class Sampling:
             raise InputError(f"n must be at least 1, not {self.n}")
         if self.n > 1 and self.temperature == 0:
             raise InputError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What the evaluation harness (and the preflight) generates with: HFBackend,
+    VLLMBackend, an :class:`AdapterBound` engine, or Unsloth's engine. ``adapter`` names
+    a LoRA per request on engines that serve several; a generator that already holds
+    its adapter ignores it (pass ``None``). ``name`` is recorded with the results."""
+
+    name: str
+    tokenizer: Any
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]: ...
+
+
+class AdapterBound:
+    """An engine that serves LoRA adapters per request (vLLM), bound to one adapter (or
+    the base model, ``None``): callers that know nothing of adapters, like the preflight,
+    then sample the policy they were given, never silently the base model."""
+
+    def __init__(self, engine: Generator, adapter: str | None):
+        self.engine, self.adapter = engine, adapter
+        self.name, self.tokenizer = engine.name, engine.tokenizer
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        if adapter not in (None, self.adapter):
+            raise ValueError(f"this generator is bound to adapter {self.adapter!r}, not {adapter!r}")
+        return self.engine.generate(prompts, sampling, adapter=self.adapter)
 
 
 @contextmanager

@@ -14,8 +14,9 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from aha.eval.backends import Generator
 from aha.formats import Format
 
 from .config import Recipe
@@ -25,7 +26,27 @@ from .models import load_for_training, lora_config, pick_backend, prepare_base, 
 log = logging.getLogger("aha")
 
 
-def make_backend(recipe: Recipe, run: Any, fmt: Format) -> Any:
+class TrainingBackend(Protocol):
+    """What the runner needs from a backend (HFTrainBackend, UnslothBackend); the runner
+    depends on this and nothing else. Stage methods return what goes into state.json."""
+
+    name: str
+
+    def generator(self, adapter: str | None) -> Generator:
+        """A generator bound to ``adapter`` (``None``: the base model)."""
+
+    def sft(self, out_dir: Path) -> dict[str, Any]: ...
+
+    def preflight(self, out_dir: Path, start_adapter: str | None) -> dict[str, Any]: ...
+
+    def grpo(self, out_dir: Path, sft_adapter: str | None, selected_from: Path | None = None) -> dict[str, Any]: ...
+
+    def export(self, adapter: str, out_dir: Path) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(recipe: Recipe, run: Any, fmt: Format) -> TrainingBackend:
     name = pick_backend(recipe.model.backend, recipe.model)
     log.info("backend: %s", name)
     if name == "unsloth":
@@ -49,15 +70,15 @@ class HFTrainBackend:
             self._problems[stage] = training_problems(self.recipe, stage)
         return self._problems[stage]
 
-    def generator(self, adapter: str | None) -> Any:
+    def generator(self, adapter: str | None) -> Generator:
         from aha.eval import HFBackend, VLLMBackend, load_model
-        from aha.eval.backends import vllm_lora_rank
+        from aha.eval.backends import AdapterBound, vllm_lora_rank
 
         if self.recipe.model.use_vllm:
             if self._vllm is None:
                 self._vllm = VLLMBackend(self.base, max_lora_rank=vllm_lora_rank([self.recipe.lora.r]), dtype=resolve_dtype(self.recipe.model.dtype),
                                          max_model_len=self.recipe.model.max_seq_length, enforce_eager=True)
-            return self._vllm
+            return AdapterBound(self._vllm, adapter)
         model, tokenizer = load_model(self.base, adapter=adapter, dtype=resolve_dtype(self.recipe.model.dtype))
         return HFBackend(model, tokenizer, batch_size=self.recipe.eval.batch_size)
 

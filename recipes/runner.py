@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,6 +27,9 @@ from aha.eval.runner import versions
 from aha.formats import get_format
 
 from .config import Recipe, RecipeError, _resolve
+
+if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
+    from .backends import TrainingBackend
 
 log = logging.getLogger("aha")
 STATE_FILE = "state.json"
@@ -206,7 +209,7 @@ def _adapter_for(run: Run, stage: str) -> str | None:
 
 
 def _eval(stage: str):
-    def do(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+    def do(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
         from dataclasses import replace
 
         from aha.eval import Sampling, evaluate
@@ -218,12 +221,11 @@ def _eval(stage: str):
         recipe = run.recipe
         sampling = Sampling(max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
         adapter = _adapter_for(run, stage)
-        generator = backend.generator(adapter)
+        generator = backend.generator(adapter)  # bound to the adapter; meta records which
         meta = {"model": recipe.model.name, "stage": stage, "adapter": adapter}
-        lora = adapter if getattr(generator, "name", "") == "vllm" else None
         results = {}
         for key, problems in eval_problems(recipe).items():
-            summary = evaluate(generator, problems, run.path(stage, key), fmt, sampling, adapter=lora,
+            summary = evaluate(generator, problems, run.path(stage, key), fmt, sampling,
                                meta={**meta, "task": key})
             r = summary["results"]
             log.info("%s %s: format %.1f%%, strict %.1f%%, lenient %.1f%%, truncated %.1f%% (%d problems)", stage, key,
@@ -237,7 +239,7 @@ def _eval(stage: str):
                 sampled = replace(grpo_sampling(recipe, recipe.eval.max_new_tokens), n=k, seed=recipe.seed)
                 with prompts_per_batch_for(generator, k):
                     summary = evaluate(generator, problems[: recipe.eval.sampled_limit],
-                                       run.path(stage, f"{key}-sampled"), fmt, sampled, adapter=lora,
+                                       run.path(stage, f"{key}-sampled"), fmt, sampled,
                                        meta={**meta, "task": key})
                 r = summary["results"]
                 log.info("%s %s sampled (k=%d, temperature %g): mean pass rate strict %.1f%% (%d problems)", stage,
@@ -249,7 +251,7 @@ def _eval(stage: str):
     return do
 
 
-def _sft(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _sft(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     return backend.sft(run.path("sft"))
 
 
@@ -258,7 +260,7 @@ def _start_adapter(run: Run) -> str | None:
     return str(run.path("sft", "adapter")) if run.recipe.sft.enabled else None
 
 
-def _preflight(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _preflight(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     from .preflight import PREFLIGHT_FILE, check_verdicts
 
     report = backend.preflight(run.path("preflight"), _start_adapter(run))
@@ -270,7 +272,7 @@ def _preflight(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
             "selection": report["selection"], "verdicts": [f"{v['level']}: {v['message']}" for v in report["verdicts"]]}
 
 
-def _grpo(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _grpo(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     selected = run.path("preflight") if run.recipe.grpo.select == "learnable" else None
     return backend.grpo(run.path("grpo"), _start_adapter(run), selected_from=selected)
 
@@ -279,7 +281,7 @@ COMPARISONS = (("overall", "eval-before", "eval-after"), ("sft", "eval-before", 
                ("grpo", "eval-after-sft", "eval-after"))
 
 
-def _compare(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _compare(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     from aha.eval import write_report
     from aha.eval.compare import compare_pass_rates
 
@@ -307,11 +309,11 @@ def _compare(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
     return {"comparisons": out, "sampled": sampled}
 
 
-def _export(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _export(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     return backend.export(final_adapter(run), run.path("export"))
 
 
-def _report(run: Run, backend: Any, fmt: Any) -> dict[str, Any]:
+def _report(run: Run, backend: TrainingBackend, fmt: Any) -> dict[str, Any]:
     from .report import write_run_report
 
     path = write_run_report(run.dir, run.recipe, run.state, versions())

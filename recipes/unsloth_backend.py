@@ -122,15 +122,16 @@ class UnslothBackend:
 
 
 class _EngineGenerator:
-    """The evaluation harness's backend interface over Unsloth's ``fast_generate``."""
+    """A generator (:class:`aha.eval.backends.Generator`) over Unsloth's ``fast_generate``,
+    bound to one adapter: the trained LoRA is named in each request."""
 
-    name = "vllm"
+    name = "unsloth"
 
     def __init__(self, owner: UnslothBackend, adapter: str | None):
         self.owner, self.adapter, self.tokenizer = owner, adapter, owner.tokenizer
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
-        path = adapter or self.adapter
+        path = self.adapter
         request = self.owner.model.load_lora(path) if path else None  # the trained LoRA, named in each request
         outputs = self.owner.model.fast_generate(prompts, sampling_params=vllm_sampling_params(sampling),
                                                  lora_request=request, use_tqdm=False)

@@ -206,3 +206,20 @@ def test_engine_that_stops_is_one_line(demo_with_lora, tmp_path, monkeypatch, ca
     ours = [line for line in err.splitlines() if line.startswith("aha: ")]
     assert len(ours) == 1 and ours[0].startswith("aha: error: the vLLM engine stopped"), err[-600:]
     assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" in ours[0] and "Traceback" not in err.split("aha: error:")[1]
+
+
+def test_adapter_bound_engine_samples_its_adapter(engine, tiny_adapter):
+    """What the recipe's vLLM path hands the preflight and the evaluation: one engine, bound
+    to an adapter, so a caller that passes no adapter still samples the trained policy."""
+    from aha.eval.backends import AdapterBound, Generator
+
+    fmt = get_format("unsloth")
+    prompts = [fmt.build_prompt(engine.tokenizer, p.question) for p in make_arith(3, seed=4)]
+    sampling = Sampling(max_new_tokens=12)
+    bound = AdapterBound(engine, str(tiny_adapter))
+    assert isinstance(bound, Generator) and isinstance(engine, Generator)
+    tuned = [g[0].text for g in bound.generate(prompts, sampling)]
+    assert tuned == [g[0].text for g in engine.generate(prompts, sampling, adapter=str(tiny_adapter))]
+    assert tuned != [g[0].text for g in AdapterBound(engine, None).generate(prompts, sampling)]
+    with pytest.raises(ValueError, match="bound to adapter"):
+        bound.generate(prompts, sampling, adapter="another")
