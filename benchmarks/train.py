@@ -34,7 +34,7 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0,
 
 
 def model_folder(name: str, work: Path) -> str:
-    from aha.recipes.config import ModelConfig
+    from aha.recipes.schema import ModelConfig
     from aha.recipes.models import prepare_base
 
     if name in ("tiny-qwen3", "smollm2"):
@@ -106,7 +106,7 @@ def worker(way: str, stage: str, model_name: str, steps: int, backend: str) -> d
 
 
 def _recipe(stage: str, base: str, steps: int, backend: str):
-    from aha.recipes.config import recipe_from_dict
+    from aha.recipes.load import recipe_from_dict
 
     grpo = {**SETTINGS, **GRPO_SETTINGS, "max_steps": steps}
     grpo.pop("report_to")

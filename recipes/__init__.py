@@ -6,7 +6,7 @@
 """
 
 from .api import Answers, RunResult, find_recipe, load_recipe, run, state_of, try_model
-from .config import Recipe, RecipeError
+from .schema import Recipe, RecipeError
 
 __all__ = ["Answers", "Recipe", "RecipeError", "RunResult", "find_recipe", "load_recipe", "run", "state_of",
            "try_model"]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Recipe, RecipeError, read_recipe_data, recipe_from_dict
+from .load import read_recipe_data, recipe_from_dict
+from .schema import Recipe, RecipeError
 
 SHIPPED = Path(__file__).parent
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aha.eval.backends import Generator
 from aha.formats import Format
 
-from .config import Recipe
+from .schema import Recipe
 from .data import grpo_rows, sft_rows, training_problems
 from .models import load_for_training, lora_config, pick_backend, prepare_base, resolve_dtype
 

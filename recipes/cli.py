@@ -67,14 +67,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
-    from .config import ModelConfig, _check_model_exists
+    from .schema import ModelConfig
+    from .validate import check_model_exists
     from .models import prepare_base, resolve_dtype
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
     problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
     try:
-        _check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
+        check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
         raise UsageError(str(err).replace("model.name: ", "--model: ").replace("model.gguf_file: ", "--gguf-file: "))
     adapters = args.adapter or [None]
@@ -171,7 +172,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from .api import find_recipe, load_recipe
     from .backends import make_backend
-    from .config import _resolve
+    from .schema import resolve_path
     from .models import pick_backend
     from .preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
     from .runner import _setup_logging
@@ -184,7 +185,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / f"{recipe.name}-preflight")
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out)
-    fmt = get_format(_resolve(recipe.format, path.parent))
+    fmt = get_format(resolve_path(recipe.format, path.parent))
     backend = make_backend(recipe, SimpleNamespace(dir=out), fmt)
     try:
         report = backend.preflight(out, args.adapter)

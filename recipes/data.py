@@ -10,7 +10,7 @@ from typing import Any
 from aha.eval.tasks import Problem, load_dapo, load_gsm8k, make_arith, normalize_question
 from aha.formats import Format
 
-from .config import Recipe, RecipeError
+from .schema import Recipe, RecipeError
 
 log = logging.getLogger("aha")
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .config import Recipe, RecipeError
+from .schema import Recipe, RecipeError
 
 log = logging.getLogger("aha")
 

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, RecipeError
+from .schema import ModelConfig, RecipeError
 
 log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -25,7 +25,7 @@ from typing import Any
 from aha.eval import Sampling, grade, pass_at_k
 from aha.formats import Format
 
-from .config import Recipe, RecipeError
+from .schema import Recipe, RecipeError
 from .data import grpo_seed
 
 log = logging.getLogger("aha")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .config import Recipe
+from .schema import Recipe
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

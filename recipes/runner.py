@@ -26,7 +26,7 @@ import yaml
 from aha.eval.runner import versions
 from aha.formats import get_format
 
-from .config import Recipe, RecipeError, _resolve
+from .schema import Recipe, RecipeError, resolve_path
 
 if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
     from .backends import TrainingBackend
@@ -174,7 +174,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
                  ", ".join(run.changed))
     log.info("run %s in %s: stages %s%s", recipe.name, run.dir, " -> ".join(stages),
              f" (done already: {', '.join(s for s in stages if run.done(s))})" if len(todo) < len(stages) else "")
-    fmt = get_format(_resolve(recipe.format, recipe_dir))
+    fmt = get_format(resolve_path(recipe.format, recipe_dir))
     backend = make_backend(recipe, run, fmt) if any(s not in ("compare", "report") for s in todo) else None
     try:
         for stage in stages:

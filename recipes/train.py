@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from aha.formats import Format
 from aha.rewards import get_reward
 
-from .config import Recipe
+from .schema import Recipe
 
 log = logging.getLogger("aha")
 

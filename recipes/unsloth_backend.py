@@ -19,7 +19,7 @@ from aha.eval import Generation, Sampling
 from aha.eval.backends import generations_from_vllm, vllm_sampling_params
 from aha.formats import Format
 
-from .config import Recipe
+from .schema import Recipe
 from .data import grpo_rows, sft_rows, training_problems
 
 log = logging.getLogger("aha")

@@ -32,14 +32,20 @@ def sync_weights_in_place(self) -> None:
     self.llm.reset_prefix_cache()
 
 
+def unverified_versions() -> list[str]:
+    """The installed trl / vllm versions the fix was not verified with ("vllm 0.33.1")."""
+    found = {name: _version(name) for name in VERIFIED}
+    return [f"{n} {v or 'missing'}" for n, v in found.items() if not v.startswith(VERIFIED[n])]
+
+
 def install_cpu_weight_sync() -> bool:
-    """Install the fix when it applies (CPU, verified versions); True when installed."""
+    """Install the fix when it applies (CPU, verified versions); True when installed.
+    Recipe validation refuses unverified versions first (``check_vllm_available``)."""
     import torch
 
     if torch.cuda.is_available():
         return False  # TRL's own sync works on CUDA
-    found = {name: _version(name) for name in VERIFIED}
-    unverified = [f"{n} {v or 'missing'}" for n, v in found.items() if not v.startswith(VERIFIED[n])]
+    unverified = unverified_versions()
     if unverified:
         raise RuntimeError(f"vLLM rollouts on CPU are verified only with trl 1.16 and vllm(-cpu) 0.32; found "
                            f"{', '.join(unverified)}. Set model.use_vllm: false to use HF generation.")

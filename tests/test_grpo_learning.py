@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from aha.formats import get_format
-from aha.recipes.config import RecipeError, recipe_from_dict
+from aha.recipes.load import recipe_from_dict
+from aha.recipes.schema import RecipeError
 from aha.recipes.preflight import (
     advantage_shares, analyse, check_verdicts, layer_kind, prompts_needed, score_group, selected_rows, verdicts,
 )

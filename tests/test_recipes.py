@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from aha.recipes.cli import main
-from aha.recipes.config import RecipeError, load_recipe, recipe_from_dict
+from aha.recipes.load import load_recipe, recipe_from_dict
 from aha.recipes.runner import plan
+from aha.recipes.schema import RecipeError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SMOKE = RECIPES / "tiny-qwen3-smoke.yaml"
@@ -119,7 +120,7 @@ def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
 
 
 def test_auto_backend_never_picks_unsloth_for_our_own_models():
-    from aha.recipes.config import ModelConfig
+    from aha.recipes.schema import ModelConfig
     from aha.recipes.models import pick_backend
 
     assert pick_backend("auto", ModelConfig(name="builtin:smollm2-135m-instruct")) == "hf"
@@ -339,3 +340,32 @@ def test_from_stage_runs_it_and_later_ones_again(tmp_path):
     again = Run(reseeded, tmp_path, restart_from="preflight")
     assert list(again.state["stages"]) == ["eval-before", "sft", "eval-after-sft"] and again.changed == ["grpo.seed"]
     assert (tmp_path / "sft").is_dir() and not (tmp_path / "grpo").exists() and not (tmp_path / "report.md").exists()
+
+
+def test_trl_choices_come_from_the_installed_trl():
+    """The loss types the recipe check allows are the ones the installed TRL's GRPO loss
+    code branches on (read from its field docs, never a copy that goes stale)."""
+    import inspect
+
+    import trl
+
+    from aha.recipes.validate import trl_choices
+
+    loss_types = trl_choices("grpo", "loss_type")
+    source = inspect.getsource(trl.GRPOTrainer)
+    assert loss_types and "dapo" in loss_types and all(f'"{t}"' in source for t in loss_types)
+    assert set(trl_choices("grpo", "scale_rewards")) == {True, False, "group", "batch", "none"}
+    with pytest.raises(RecipeError, match=r"grpo.loss_type must be one of .*dapo.*not 'dapo2'"):
+        load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["grpo.loss_type=dapo2"])
+
+
+def test_vllm_versions_are_checked_when_the_recipe_is(monkeypatch):
+    """use_vllm on a CPU with versions the weight-sync fix was not verified with is refused
+    at validation, not when GRPO starts after evaluation and SFT."""
+    pytest.importorskip("vllm")
+    from aha.recipes import vllm_sync
+
+    assert load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["model.use_vllm=true"]).model.use_vllm
+    monkeypatch.setitem(vllm_sync.VERIFIED, "vllm", ("9.99",))
+    with pytest.raises(RecipeError, match=r"model.use_vllm on a CPU is verified only with .*found vllm 0\.32"):
+        load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["model.use_vllm=true"])

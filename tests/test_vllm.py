@@ -142,7 +142,7 @@ def demo_with_lora(tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from aha.recipes.config import ModelConfig
+    from aha.recipes.schema import ModelConfig
     from aha.recipes.models import prepare_base
 
     import importlib.util

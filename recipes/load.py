@@ -1,0 +1,184 @@
+"""Recipe YAML -> :class:`Recipe`: read the file, apply ``--set key=value`` overrides,
+sort each section's keys into ours and TRL's, coerce types, then validate.
+
+Nothing here imports a model library; TRL is read for its config fields only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from .schema import TRL_CLASS, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage
+from .validate import validate
+
+# The keys of the sft/grpo sections that are ours; every other key must be a TRL config field.
+_STAGE_OWN = {"sft": SFTStage, "grpo": GRPOStage}
+# Set by the runner from other sections; a recipe must not set them twice.
+_RUNNER_OWNED = {"output_dir", "reward_weights", "seed", "use_cpu", "max_length"}
+# TRL fields a recipe may not set, with the reason.
+_REFUSED = {"push_to_hub": "aha publishes through export.push_to_hub (one way to publish, with its checks)",
+            "hub_token": "secrets never go in a recipe: set HF_TOKEN in the environment",
+            "hub_model_id": "aha publishes through export.push_to_hub"}
+
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML, apply ``key.sub=value`` overrides, validate everything."""
+    return recipe_from_dict(read_recipe_data(path, overrides), base_dir=Path(path).parent)
+
+
+def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe as a plain mapping with the overrides applied; not validated (that imports
+    TRL, and Unsloth must be imported before TRL when the recipe uses it)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"no such recipe file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text, so not a recipe") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, not {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    for item in overrides or []:
+        apply_override(data, item)
+    return data
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """``grpo.learning_rate=1e-5`` -> data["grpo"]["learning_rate"] = 1e-05 (YAML-typed)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set takes key=value, not {item!r}")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {key}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> Recipe:
+    recipe = _build(Recipe, data, "")
+    validate(recipe, Path(base_dir) if base_dir else None)
+    return recipe
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    own = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    stage = next((k for k, v in _STAGE_OWN.items() if v is cls), None)
+    trl_fields = _trl_fields(stage) if stage else {}
+    trl: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if stage and key not in own and key != "trl":
+            if key not in trl_fields:
+                raise RecipeError(f"unknown key {path!r}: neither one of ours ({', '.join(sorted(own - {'trl'}))}) "
+                                  f"nor a TRL {TRL_CLASS[stage]} field")
+            if key in _RUNNER_OWNED:
+                raise RecipeError(f"{path}: set by the runner from the recipe; do not set it here")
+            if key in _REFUSED:
+                raise RecipeError(f"{path}: not allowed here: {_REFUSED[key]}")
+            trl[key] = _coerce(value, trl_fields[key], path)
+            continue
+        if key not in own:
+            raise RecipeError(f"unknown key {path!r}; known here: {', '.join(sorted(own))}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    if stage:
+        kwargs["trl"] = {**kwargs.get("trl", {}), **trl}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise RecipeError(f"{where or 'recipe'}: {err}") from None
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, path)
+            except RecipeError as err:
+                errors.append(err)
+        raise errors[0] if errors else RecipeError(f"{path}: unexpected {_show(value)}")
+    if hint is Any or hint is typing.Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if hint is RewardSpec and isinstance(value, str):
+            value = {"name": value}
+        return _build(hint, value, path)
+    if origin in (list, typing.List):  # noqa: UP006
+        if not isinstance(value, list):
+            raise RecipeError(f"{path}: expected a list, got {_show(value)}")
+        return [_coerce(v, args[0] if args else Any, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: expected a mapping, got {_show(value)}")
+        return dict(value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise RecipeError(f"{path}: must be one of {list(args)}, not {_show(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: expected true/false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{path}: expected an integer, got {_show(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 5e-6 as a string; accept what float() accepts
+            try:
+                value = float(value)
+            except ValueError:
+                raise RecipeError(f"{path}: expected a number, got {_show(value)}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{path}: expected a number, got {_show(value)}")
+        return value  # an int stays an int: TRL reads warmup_steps 5 as steps and 0.1 as a ratio
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{path}: expected a string, got {_show(value)}")
+        return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value).value
+        except ValueError:
+            raise RecipeError(f"{path}: must be one of {[e.value for e in hint]}, not {_show(value)}") from None
+    return value  # types we do not check (TRL's richer fields) go to TRL, which checks them
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}"
+
+
+def _trl_fields(stage: str) -> dict[str, Any]:
+    import trl
+
+    cls = getattr(trl, TRL_CLASS[stage])
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
