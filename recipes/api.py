@@ -49,7 +49,7 @@ def _as_set_items(overrides: dict[str, Any] | list[str] | None) -> list[str]:
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
-                out: str | Path | None = None) -> Recipe:
+                out: str | Path | None = None, processes: int | None = None) -> Recipe:
     """A validated recipe: a shipped recipe's name or a YAML path, with ``overrides`` as
     ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them).
     When the recipe runs on Unsloth, Unsloth is imported here, before TRL."""
@@ -59,7 +59,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
     data = read_recipe_data(path, _as_set_items(overrides))
     if unsloth_wanted(data):  # before anything imports transformers, TRL or PEFT
         import_unsloth_first(Path(out or Path("runs") / str(data["name"])) / "unsloth_compiled_cache")
-    recipe = recipe_from_dict(data, base_dir=path.parent)
+    recipe = recipe_from_dict(data, base_dir=path.parent, processes=processes)
     recipe.source_dir = path.parent  # type: ignore[attr-defined]  # relative paths in the recipe resolve here
     return recipe
 

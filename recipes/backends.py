@@ -118,10 +118,15 @@ class HFTrainBackend:
 
             from .vllm_sync import install_cpu_weight_sync
 
-            size_vllm_for_cpu(self.base, self.recipe.model.max_seq_length)  # TRL starts its engine itself
-            vllm_args = {"use_vllm": True, "vllm_mode": "colocate"}
-            if install_cpu_weight_sync():
-                log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
+            m = self.recipe.model
+            if m.vllm_mode == "server":  # rollouts from `aha vllm-serve RECIPE`, started beside this run
+                vllm_args = {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": m.vllm_server_host,
+                             "vllm_server_port": m.vllm_server_port}
+            else:
+                size_vllm_for_cpu(self.base, m.max_seq_length)  # TRL starts its engine itself
+                vllm_args = {"use_vllm": True, "vllm_mode": "colocate"}
+                if install_cpu_weight_sync():
+                    log.info("vLLM on CPU: TRL's weight sync goes through vLLM's in-place reload")
         trainer, watch = grpo_trainer(self.recipe, model, tokenizer, self.fmt, rows, longest, out_dir,
                                       peft_config=None if sft_adapter else lora_config(self.recipe), **vllm_args)
         return {"prompts": len(rows), **train_and_save(trainer, out_dir), "warnings": watch.warned,

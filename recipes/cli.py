@@ -150,17 +150,98 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .api import load_recipe, run
+    from .distributed import is_main
     from .runner import plan
+    from .validate import global_batch_line
 
-    recipe = load_recipe(args.recipe, args.set, out=args.out)  # every check happens here, before any model loads
+    if not args.launch and (args.config or args.num_processes):
+        raise UsageError("--config and --num-processes go with --launch accelerate")
+    if args.launch:
+        args.config = args.config or "ddp"
+        args.num_processes = args.num_processes or _gpu_count()
+    processes = args.num_processes if args.launch else None
+    # every check happens here, before any model loads (for the launch's processes when --launch)
+    recipe = load_recipe(args.recipe, args.set, out=args.out, processes=processes)
     out = Path(args.out or Path("runs") / recipe.name)
+    if args.launch:
+        return _launch(args, recipe, out)
     if args.dry_run:
-        print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}")
+        print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}; "
+              f"{global_batch_line(recipe, 1)}")
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
-    print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in result.stages else
-          f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
+    if is_main():
+        print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in result.stages else
+              f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
     return 0
+
+
+def _gpu_count() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError("--launch accelerate on a machine without GPUs needs --num-processes N (CPU processes)")
+    return torch.cuda.device_count()
+
+
+def _launch(args: argparse.Namespace, recipe, out: Path) -> int:
+    """``--launch accelerate``: run this same command on N processes through accelerate."""
+    import shlex
+    import subprocess
+
+    from .launch import accelerate_command
+    from .runner import STATE_FILE, Run
+
+    run_args = [args.recipe, "--out", str(out)] + [f"--set={item}" for item in args.set]
+    run_args += [f"--stop-after={args.stop_after}"] if args.stop_after else []
+    run_args += [f"--from={args.restart_from}"] if args.restart_from else []
+    command = accelerate_command(recipe, args.config, args.num_processes, run_args)
+    if (out / STATE_FILE).is_file() and not args.restart_from:  # a run folder of another recipe: say so before launching
+        Run.follow(recipe, out).check_same_recipe()
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    _relay_stderr(proc.stderr)
+    return proc.wait()
+
+
+def _relay_stderr(stream) -> None:
+    """Pass the launch's stderr through as it comes (progress bars included), except the
+    launcher's own stack trace after a process has already said what went wrong in one line."""
+    import os
+
+    said, quiet = False, False
+    while chunk := os.read(stream.fileno(), 65536):
+        text = chunk.decode("utf-8", "replace")
+        said = said or "aha: error:" in text or "aha: internal error:" in text
+        if said and "Traceback (most recent call last)" in text:
+            text, quiet = text.split("Traceback (most recent call last)")[0], True
+        if text and not quiet:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+
+def cmd_vllm_serve(args: argparse.Namespace) -> int:
+    """Start TRL's vLLM server for a recipe whose GRPO runs in server mode."""
+    import shlex
+    import subprocess
+
+    from .api import load_recipe
+    from .launch import vllm_serve_command
+    from .models import prepare_base
+
+    recipe = load_recipe(args.recipe, args.set)
+    if not (recipe.model.use_vllm and recipe.model.vllm_mode == "server"):
+        raise UsageError(f"recipe {recipe.name} does not use a vLLM server: set model.use_vllm true and "
+                         "model.vllm_mode server (also for the aha run that trains with it)")
+    out = Path(args.out or Path("runs") / recipe.name)
+    base = prepare_base(recipe.model, out) if recipe.model.name.startswith("builtin:") else recipe.model.name
+    command = vllm_serve_command(recipe, str(base))
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    return subprocess.run(command, check=False).returncode
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
@@ -252,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<recipe name>); re-running resumes")
     run.add_argument("--dry-run", action="store_true", help="validate the recipe and print the stages")
     run.add_argument("--stop-after", help="stop after this stage (re-run to continue)")
+    run.add_argument("--launch", choices=["accelerate"],
+                     help="run on several processes through accelerate launch (training on all, the rest on one)")
+    run.add_argument("--config", help="with --launch: ddp (default), zero2, zero3, fsdp2 (shipped accelerate "
+                     "configs) or your own accelerate config file")
+    run.add_argument("--num-processes", type=_positive_int,
+                     help="with --launch: processes (default: one per GPU)")
     run.add_argument("--from", dest="restart_from", metavar="STAGE",
                      help="run this stage and every later one again, replacing their outputs (e.g. --from preflight "
                           "--set grpo.seed=2: GRPO again from the same warmup)")
@@ -263,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     pre.add_argument("--out", help="folder for preflight.json and preflight.png (default: runs/<recipe>-preflight)")
     pre.set_defaults(func=cmd_preflight)
+
+    serve = sub.add_parser("vllm-serve", help="start TRL's vLLM server for a recipe with model.vllm_mode server")
+    serve.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    serve.add_argument("--out", help="run directory (built-in models are prepared there)")
+    serve.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    serve.set_defaults(func=cmd_vllm_serve)
 
     formats = sub.add_parser("formats", help="list the reasoning formats, or show one")
     formats.add_argument("name", nargs="?")
@@ -281,12 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     Python prints it."""
     from aha.eval.backends import EngineStalled
 
+    from .distributed import MainProcessFailed
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     _close_run_log()  # a log left open by an earlier run in this process is not this command's
     try:
         return func(args)
-    except (InputError, EngineStalled, *_PATH_ERRORS) as err:
+    except (InputError, EngineStalled, MainProcessFailed, *_PATH_ERRORS) as err:
         print(f"aha: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

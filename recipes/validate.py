@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .distributed import world_size
 from .schema import BUILTIN_MODELS, TRL_CLASS, ModelConfig, Recipe, RecipeError, resolve_path
 
-def validate(recipe: Recipe, base_dir: Path | None) -> None:
+def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
+    """Every check, for a run on ``processes`` processes (default: this launch's, 1 alone)."""
     from aha.eval.tasks import LEVELS, TASKS
     from aha.formats import get_format
     from aha.rewards import get_reward
@@ -73,11 +75,22 @@ def validate(recipe: Recipe, base_dir: Path | None) -> None:
     if not 0 < recipe.grpo.prompt_percentile <= 100:
         raise RecipeError(f"grpo.prompt_percentile must be in (0, 100], not {recipe.grpo.prompt_percentile}")
     _check_ranges(recipe)
+    processes = processes or world_size()
+    check_global_batch(recipe, processes)
     for stage in ("sft", "grpo"):
-        _check_trl(stage, getattr(recipe, stage).trl)
+        _check_trl(stage, getattr(recipe, stage).trl, processes)
     _one_of("eval.metric", recipe.eval.metric, ("strict", "lenient", "math_verify", "format_ok"))
+    _one_of("model.vllm_mode", m.vllm_mode, ("colocate", "server"))
     if m.use_vllm:
         check_vllm_available()
+    if m.use_vllm and m.vllm_mode == "server":
+        import torch
+
+        if m.backend == "unsloth":
+            raise RecipeError("model.vllm_mode server is for the hf backend (Unsloth runs its own vLLM engine)")
+        if not torch.cuda.is_available():
+            raise RecipeError("model.vllm_mode server needs GPUs (one for `aha vllm-serve`, others for training); "
+                              "on a CPU use vllm_mode colocate or model.use_vllm false")
     if recipe.export.gguf and m.backend == "hf":
         raise RecipeError("export.gguf needs backend unsloth (its GGUF saver); use export.merged with the hf backend")
 
@@ -113,6 +126,7 @@ def trl_choices(stage: str, name: str) -> tuple[Any, ...] | None:
 # None is unbounded. TRL and PEFT accept many of the bad ones silently (max_steps -5 trains by epochs).
 _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "seed": (0, None, True, True), "model.max_seq_length": (1, None, True, True),
+    "model.vllm_server_port": (1, 65535, True, True),
     "model.gpu_memory_utilization": (0, 1, False, True), "lora.r": (1, None, True, True),
     "lora.alpha": (0, None, False, True), "lora.dropout": (0, 1, True, False), "data.level": (1, None, True, True),
     "data.num_train": (1, None, True, True), "data.seed": (0, None, True, True), "data.heldout": (1, None, True, True),
@@ -170,8 +184,10 @@ def _check_ranges(recipe: Recipe) -> None:
         raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
 
 
-def _check_trl(stage: str, values: dict[str, Any]) -> None:
-    """Build the TRL config once, on CPU settings, so TRL's own checks run now."""
+def _check_trl(stage: str, values: dict[str, Any], processes: int = 1) -> None:
+    """Build the TRL config once, on CPU settings, so TRL's own checks run now. Here it is one
+    process; GRPO's batch is per device, so it is checked as the ``processes``-fold one TRL
+    will see in the launch (check_global_batch has said anything wrong with it already)."""
     import trl
 
     for key in _TRL_CHOICE_FIELDS.get(stage, ()):
@@ -181,6 +197,8 @@ def _check_trl(stage: str, values: dict[str, Any]) -> None:
 
     cls = getattr(trl, TRL_CLASS[stage])
     try:
+        if processes > 1 and "per_device_train_batch_size" in values:
+            values = {**values, "per_device_train_batch_size": values["per_device_train_batch_size"] * processes}
         cls(**{"use_cpu": True, "bf16": False, "report_to": "none", **values, "output_dir": os.devnull})
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{stage}: {str(err).splitlines()[0]}") from None
@@ -229,6 +247,38 @@ def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
             cached = None
         if not isinstance(cached, str):
             raise RecipeError(f"model.name: {name} is not in the local hub cache and HF_HUB_OFFLINE=1")
+
+
+def global_batch(recipe: Recipe, processes: int) -> tuple[int, int]:
+    """(completions per optimizer step, prompts per step) of GRPO across ``processes``."""
+    trl = recipe.grpo.trl
+    per_device = int(trl.get("per_device_train_batch_size", 8))
+    completions = processes * per_device * int(trl.get("gradient_accumulation_steps", 1))
+    return completions, completions // int(trl.get("num_generations", 8))
+
+
+def global_batch_line(recipe: Recipe, processes: int) -> str:
+    trl = recipe.grpo.trl
+    completions, prompts = global_batch(recipe, processes)
+    return (f"GRPO global batch = {processes} processes x {trl.get('per_device_train_batch_size', 8)} per device x "
+            f"{trl.get('gradient_accumulation_steps', 1)} accumulation = {completions} completions, "
+            f"{trl.get('num_generations', 8)} per prompt ({prompts} prompts per step)")
+
+
+def check_global_batch(recipe: Recipe, processes: int) -> None:
+    """TRL needs the completions of a step to split into whole groups of num_generations;
+    it says so only once the model is loaded. Say it now, with the numbers."""
+    if not recipe.grpo.enabled:
+        return
+    trl = recipe.grpo.trl
+    per_device, accumulation = int(trl.get("per_device_train_batch_size", 8)), int(trl.get("gradient_accumulation_steps", 1))
+    generations = int(trl.get("num_generations", 8))
+    steps_per_generation = int(trl.get("steps_per_generation") or accumulation)
+    if (processes * per_device * steps_per_generation) % generations:
+        raise RecipeError(f"grpo: {processes} processes x per_device_train_batch_size {per_device} x "
+                          f"{'steps_per_generation' if trl.get('steps_per_generation') else 'gradient_accumulation_steps'} "
+                          f"{steps_per_generation} = {processes * per_device * steps_per_generation} completions, which "
+                          f"do not split into groups of num_generations {generations}")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -1,0 +1,75 @@
+"""`aha run` under `accelerate launch` or `torchrun`: one recipe, N processes.
+
+Training stages (SFT, GRPO) run on every process, through TRL and accelerate (DDP,
+DeepSpeed or FSDP, whatever the launch configured). Everything else (evaluations, the
+preflight, comparison, export, the report) runs once, on the main process, while the
+others wait. Only the main process writes the run folder's state, log and adapters.
+
+The processes learn how a main-process step went through one broadcast, so an error on
+the main process ends every process with the same message instead of leaving the others
+waiting for a barrier that never comes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def world_size() -> int:
+    """Processes in this launch (1 when not launched by accelerate or torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def _state() -> Any:
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    # The others wait while the main process evaluates: give that hours, not the default 30 minutes.
+    return PartialState(timeout=timedelta(hours=6))
+
+
+def on_main(step: Callable[[], T]) -> T | None:
+    """Run ``step`` on the main process only; every process returns after it finished.
+    An exception on the main process is raised there and reported on the others."""
+    if world_size() == 1:
+        return step()
+    import torch.distributed as dist
+
+    _state()
+    outcome: list[Any] = [None]
+    error: BaseException | None = None
+    result = None
+    if is_main():
+        try:
+            result = step()
+        except BaseException as err:  # noqa: BLE001 - the others must hear of it, then it is raised here
+            error = err
+            outcome = [f"{type(err).__name__}: {err}"]
+    dist.broadcast_object_list(outcome, src=0)
+    if error is not None:
+        raise error
+    if outcome[0] is not None:
+        raise MainProcessFailed(f"the main process stopped: {outcome[0]}")
+    return result
+
+
+def wait_for_everyone() -> None:
+    if world_size() > 1:
+        _state().wait_for_everyone()
+
+
+class MainProcessFailed(RuntimeError):
+    """Raised on the other processes when the main process's step failed."""

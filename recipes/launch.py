@@ -1,0 +1,62 @@
+"""From one GPU to a node with the same recipe: the command lines aha builds for
+``accelerate launch`` (DDP, DeepSpeed ZeRO-2/3, FSDP2, with the configs shipped in
+``recipes/accelerate/``) and for TRL's ``vllm-serve`` (GRPO rollouts on a separate GPU).
+Nothing here distributes anything itself: accelerate, TRL and vLLM do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .validate import check_global_batch
+from .schema import Recipe, RecipeError
+
+CONFIG_DIR = Path(__file__).parent / "accelerate"
+CONFIGS = ("ddp", "zero2", "zero3", "fsdp2")
+
+
+def accelerate_config(name_or_path: str) -> Path:
+    """A shipped config by name (ddp, zero2, zero3, fsdp2), or the user's own config file."""
+    if name_or_path in CONFIGS:
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise RecipeError(f"--config {name_or_path}: neither a shipped config ({', '.join(CONFIGS)}) nor a file")
+    return path
+
+
+def accelerate_command(recipe: Recipe, config: str, num_processes: int, run_args: list[str]) -> list[str]:
+    """``accelerate launch`` running ``aha run`` with ``run_args`` on ``num_processes`` processes.
+    The recipe's GRPO batch is per device; the global batch must split into whole groups.
+
+    >>> from aha.recipes.api import load_recipe
+    >>> cmd = accelerate_command(load_recipe("tiny-qwen3-smoke"), "ddp", 2, ["tiny-qwen3-smoke"])
+    >>> cmd[1:8], cmd[-4:]
+    (['-m', 'accelerate.commands.launch', '--quiet', '--config_file', '...ddp.yaml', '--num_processes', '2'], ['-m', 'aha.recipes.cli', 'run', 'tiny-qwen3-smoke'])
+    """
+    if num_processes < 1:
+        raise RecipeError(f"--num-processes must be at least 1, not {num_processes}")
+    check_global_batch(recipe, num_processes)
+    path = accelerate_config(config)
+    # --quiet: a failed process already said why in one line; accelerate's own stack trace would bury it
+    return [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(path),
+            "--num_processes", str(num_processes), "-m", "aha.recipes.cli", "run", *run_args]
+
+
+def vllm_serve_command(recipe: Recipe, base: str) -> list[str]:
+    """``trl vllm-serve`` for the recipe's model, as GRPO in server mode expects it: the base
+    weights (TRL syncs the trained LoRA into them each step, merged), the recipe's dtype,
+    maximum length, GPU share, host and port."""
+    from .models import resolve_dtype
+
+    m = recipe.model
+    dtype = resolve_dtype(m.dtype)
+    return [_trl_script(), "vllm-serve", "--model", base, "--dtype", dtype,
+            "--max_model_len", str(m.max_seq_length), "--gpu_memory_utilization", str(m.gpu_memory_utilization),
+            "--host", m.vllm_server_host, "--port", str(m.vllm_server_port)]
+
+
+def _trl_script() -> str:
+    """TRL's ``trl`` command, next to this Python if it is there (a venv), else on PATH."""
+    beside = Path(sys.executable).parent / "trl"
+    return str(beside) if beside.is_file() else "trl"

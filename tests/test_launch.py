@@ -1,0 +1,196 @@
+"""One recipe on several processes: `aha run --launch accelerate` (DDP over gloo on CPU here),
+the shipped accelerate configs, the global batch, and TRL's vLLM server mode."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aha.recipes.cli import main
+from aha.recipes.validate import global_batch
+
+SMOKE = ["tiny-qwen3-smoke", "--set", "grpo.max_steps=3", "--set", "eval.sampled_k=0"]
+SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-qwen3-smoke.yaml"
+
+
+def _launch(out, *extra):
+    return [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--out", str(out), "--launch", "accelerate",
+            "--config", "ddp", "--num-processes", "2", *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
+
+
+@pytest.mark.slow
+def test_two_processes_end_to_end(tmp_path):
+    """Training on both processes, everything else once: one report, one state, each
+    evaluation written once, an adapter that loads, and twice the single-process batch."""
+    out = tmp_path / "run"
+    done = subprocess.run(_launch(out), capture_output=True, text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after",
+                                     "compare", "export", "report"]
+    assert state["stages"]["sft"]["steps"] == 2  # 16 examples / (2 processes x 4): half the single-process steps
+    assert done.stdout.count("finished:") == 1 and (out / "report.md").is_file()
+    for stage in ("eval-before", "eval-after-sft", "eval-after"):
+        rows = [json.loads(line) for line in (out / stage / "arith-l1" / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == len({r["id"] for r in rows}) == 8  # written once, not once per process
+    log = (out / "run.log").read_text()
+    assert "launch: 2 processes" in log and "[rank 1]" not in log
+    from aha.recipes.api import load_recipe
+
+    single, _ = global_batch(load_recipe("tiny-qwen3-smoke"), 1)
+    assert f"= {2 * single} completions" in log
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base"), out / "grpo" / "adapter")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_killed_during_grpo_resumes_to_the_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_launch(out, "--set", "grpo.max_steps=6"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        checkpoints = out / "grpo" / "checkpoints"
+        while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+            time.sleep(0.5)
+        assert list(checkpoints.glob("checkpoint-*")), "GRPO never wrote a checkpoint"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
+    done = subprocess.run(_launch(out, "--set", "grpo.max_steps=6"), capture_output=True, text=True, env=_env(),
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["grpo"]["steps"] == 6 and "report" in state["stages"]
+    assert "resuming from" in (out / "run.log").read_text()
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
+                                       ("fsdp2", "FSDP")])
+def test_shipped_configs_are_accepted_by_accelerate(name, kind):
+    """accelerate parses each shipped config as `accelerate launch` would, with our process count."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    from aha.recipes.launch import accelerate_config
+
+    args = launch_command_parser().parse_args(["--config_file", str(accelerate_config(name)), "--num_processes", "4",
+                                               "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    assert defaults.distributed_type.value == kind and args.num_processes == 4
+    if kind == "DEEPSPEED":
+        assert defaults.deepspeed_config["zero_stage"] == int(name[-1])
+    if kind == "FSDP":
+        assert str(defaults.fsdp_config["fsdp_version"]) == "2"
+
+
+def test_launch_command_line(capsys, tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", *SMOKE, "--out", str(out), "--launch", "accelerate", "--config", "zero2",
+                 "--num-processes", "4", "--dry-run"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "-m accelerate.commands.launch --quiet --config_file" in line and line.split("--config_file ")[1].split()[0].endswith(
+        "zero2.yaml")
+    assert "--num_processes 4 -m aha.recipes.cli run tiny-qwen3-smoke" in line and f"--out {out}" in line
+    assert "--set=grpo.max_steps=3" in line and not out.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num-processes", "3", "--set", "grpo.num_generations=8"],
+     "3 processes x per_device_train_batch_size 4 x gradient_accumulation_steps 1 = 12 completions, which do not split "
+     "into groups of num_generations 8"),
+    (["--config", "nope", "--num-processes", "2"], "--config nope: neither a shipped config"),
+])
+def test_bad_launch_is_one_line(argv, message, capsys, tmp_path):
+    assert main(["run", "tiny-qwen3-smoke", "--out", str(tmp_path / "r"), "--launch", "accelerate", "--dry-run",
+                 *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not (tmp_path / "r").exists()
+
+
+def test_a_batch_valid_only_on_several_processes(capsys, tmp_path):
+    """per device 4 and 8 generations: TRL refuses it on one process, and it is right on two."""
+    assert main(["run", "tiny-qwen3-smoke", "--set", "grpo.num_generations=8", "--dry-run"]) == 2
+    assert main(["run", "tiny-qwen3-smoke", "--set", "grpo.num_generations=8", "--out", str(tmp_path / "r"),
+                 "--launch", "accelerate", "--num-processes", "2", "--dry-run"]) == 0
+
+
+def test_vllm_server_mode(capsys, tmp_path):
+    """The command `aha vllm-serve` builds from the recipe (built here without the CPU
+    refusal), and the one-line refusals where server mode cannot work."""
+    import dataclasses
+
+    from aha.recipes.api import load_recipe
+    from aha.recipes.launch import vllm_serve_command
+
+    recipe = load_recipe("tiny-qwen3-smoke")
+    served = dataclasses.replace(recipe, model=dataclasses.replace(
+        recipe.model, use_vllm=True, vllm_mode="server", vllm_server_host="10.0.0.2", vllm_server_port=8123,
+        gpu_memory_utilization=0.8))
+    command = vllm_serve_command(served, "/models/base")
+    assert command[0].endswith("trl") and command[1] == "vllm-serve"
+    assert command[2:] == ["--model", "/models/base", "--dtype", "float32", "--max_model_len", "512",
+                           "--gpu_memory_utilization", "0.8", "--host", "10.0.0.2", "--port", "8123"]
+    assert main(["vllm-serve", "tiny-qwen3-smoke", "--dry-run"]) == 2
+    assert "does not use a vLLM server" in capsys.readouterr().err
+    pytest.importorskip("vllm")
+    assert main(["run", "tiny-qwen3-smoke", "--set", "model.use_vllm=true", "--set", "model.vllm_mode=server",
+                 "--dry-run"]) == 2
+    assert "model.vllm_mode server needs GPUs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fsdp2_on_cpu_processes(tmp_path):
+    """The shipped FSDP2 config, with your own copy of it (mixed precision off: these are CPU
+    processes), runs the recipe and saves whole adapters (not shards)."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from aha.recipes.launch import accelerate_config
+
+    config = yaml.safe_load(accelerate_config("fsdp2").read_text())
+    config["mixed_precision"] = "no"
+    mine = tmp_path / "fsdp2-cpu.yaml"
+    mine.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=2", "--out", str(out),
+               "--launch", "accelerate", "--config", str(mine), "--num-processes", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = load_file(out / "grpo" / "adapter" / "adapter_model.safetensors")
+    rank = yaml.safe_load((SMOKE_RECIPE).read_text())["lora"]["r"]
+    assert weights and all(rank in tuple(w.shape) for w in weights.values())
+    assert all(w.shape[0] * w.shape[1] > rank for w in weights.values())  # whole matrices, not a process's shard
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num-processes", "2"], "--config and --num-processes go with --launch accelerate"),
+    (["--launch", "accelerate"], "needs --num-processes N"),
+])
+def test_launch_options_need_each_other(argv, message, capsys):
+    assert main(["run", "tiny-qwen3-smoke", "--dry-run", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_changed_recipe_is_refused_before_launching(tmp_path, capsys):
+    """A run folder holding another recipe's finished stages: refused in one line by the
+    command itself, before any process is started."""
+    out = tmp_path / "run"
+    assert main(["run", "tiny-qwen3-smoke", "--out", str(out), "--stop-after", "eval-before"]) == 0
+    capsys.readouterr()
+    assert main(["run", "tiny-qwen3-smoke", "--out", str(out), "--set", "seed=1", "--launch", "accelerate",
+                 "--num-processes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run of a different recipe (seed changed" in err[0]
