@@ -41,6 +41,23 @@ def test_evaluate_with_vllm_records_adapter(engine, tiny_adapter, tmp_path):
     assert summary["results"]["problems"] == 3
 
 
+def test_adapter_bound_engine_samples_its_adapter(engine, tiny_adapter):
+    """What the recipe's vLLM path hands the preflight and the evaluation: one engine, bound
+    to an adapter, so a caller that passes no adapter still samples the trained policy."""
+    from aha.eval.backends import AdapterBound, Generator
+
+    fmt = get_format("unsloth")
+    prompts = [fmt.build_prompt(engine.tokenizer, p.question) for p in make_arith(3, seed=4)]
+    sampling = Sampling(max_new_tokens=12)
+    bound = AdapterBound(engine, str(tiny_adapter))
+    assert isinstance(bound, Generator) and isinstance(engine, Generator)
+    tuned = [g[0].text for g in bound.generate(prompts, sampling)]
+    assert tuned == [g[0].text for g in engine.generate(prompts, sampling, adapter=str(tiny_adapter))]
+    assert tuned != [g[0].text for g in AdapterBound(engine, None).generate(prompts, sampling)]
+    with pytest.raises(ValueError, match="bound to adapter"):
+        bound.generate(prompts, sampling, adapter="another")
+
+
 def test_bad_adapter_is_one_clear_error(engine, tmp_path):
     with pytest.raises(ValueError, match="not a LoRA adapter folder"):
         engine.generate(["x"], Sampling(max_new_tokens=2), adapter=str(tmp_path))
@@ -196,6 +213,9 @@ def test_engine_that_stops_is_one_line(demo_with_lora, tmp_path, monkeypatch, ca
     data = tmp_path / "long.jsonl"
     data.write_text("".join(json.dumps({"question": "word " * 1200, "answer": "#### 4"}) + "\n" for _ in range(8)))
     monkeypatch.setenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1")
+    # TRL's colocated engine (an earlier test, in this process) switches vLLM to in-process engines, which have
+    # no step timeout; users' `aha eval` starts a fresh process with vLLM's default, the engine in its own process.
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     import vllm.envs
 
     vllm.envs.disable_envs_cache()  # an engine started earlier in this process froze vLLM's settings
@@ -207,19 +227,3 @@ def test_engine_that_stops_is_one_line(demo_with_lora, tmp_path, monkeypatch, ca
     assert len(ours) == 1 and ours[0].startswith("aha: error: the vLLM engine stopped"), err[-600:]
     assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" in ours[0] and "Traceback" not in err.split("aha: error:")[1]
 
-
-def test_adapter_bound_engine_samples_its_adapter(engine, tiny_adapter):
-    """What the recipe's vLLM path hands the preflight and the evaluation: one engine, bound
-    to an adapter, so a caller that passes no adapter still samples the trained policy."""
-    from aha.eval.backends import AdapterBound, Generator
-
-    fmt = get_format("unsloth")
-    prompts = [fmt.build_prompt(engine.tokenizer, p.question) for p in make_arith(3, seed=4)]
-    sampling = Sampling(max_new_tokens=12)
-    bound = AdapterBound(engine, str(tiny_adapter))
-    assert isinstance(bound, Generator) and isinstance(engine, Generator)
-    tuned = [g[0].text for g in bound.generate(prompts, sampling)]
-    assert tuned == [g[0].text for g in engine.generate(prompts, sampling, adapter=str(tiny_adapter))]
-    assert tuned != [g[0].text for g in AdapterBound(engine, None).generate(prompts, sampling)]
-    with pytest.raises(ValueError, match="bound to adapter"):
-        bound.generate(prompts, sampling, adapter="another")
