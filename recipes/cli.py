@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
 from aha.formats import InputError
 
 
@@ -67,9 +66,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
+    from .models import prepare_base, resolve_dtype
     from .schema import ModelConfig
     from .validate import check_model_exists
-    from .models import prepare_base, resolve_dtype
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
@@ -253,10 +252,10 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from .api import find_recipe, load_recipe
     from .backends import make_backend
-    from .schema import resolve_path
     from .models import pick_backend
     from .preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
     from .runner import _setup_logging
+    from .schema import resolve_path
 
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)

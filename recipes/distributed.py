@@ -66,10 +66,5 @@ def on_main(step: Callable[[], T]) -> T | None:
     return result
 
 
-def wait_for_everyone() -> None:
-    if world_size() > 1:
-        _state().wait_for_everyone()
-
-
 class MainProcessFailed(RuntimeError):
     """Raised on the other processes when the main process's step failed."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .validate import check_global_batch
 from .schema import Recipe, RecipeError
+from .validate import check_global_batch
 
 CONFIG_DIR = Path(__file__).parent / "accelerate"
 CONFIGS = ("ddp", "zero2", "zero3", "fsdp2")

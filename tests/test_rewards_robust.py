@@ -100,22 +100,20 @@ def test_one_megabyte_completion():
 
 
 # ----- errors are counted, not swallowed -----------------------------------------------------------------
-class _FormatThatBreaks:
+def _format_that_breaks():
     """The unsloth format with an answer reader that raises on one marker: how a bug in a
     layer (or a format a user wrote) shows up during training."""
+    import dataclasses
 
-    def __new__(cls):
-        import dataclasses
+    from aha.formats import Format, get_format
 
-        from aha.formats import Format, get_format
+    class Broken(Format):
+        def extract_answer(self, text):
+            if "boom" in str(text):
+                raise RuntimeError("a bug in the answer reader")
+            return super().extract_answer(text)
 
-        class Broken(Format):
-            def extract_answer(self, text):
-                if "boom" in str(text):
-                    raise RuntimeError("a bug in the answer reader")
-                return super().extract_answer(text)
-
-        return Broken(**{f.name: getattr(get_format("unsloth"), f.name) for f in dataclasses.fields(Format)})
+    return Broken(**{f.name: getattr(get_format("unsloth"), f.name) for f in dataclasses.fields(Format)})
 
 
 def test_a_layer_that_raises_is_counted_and_its_traceback_logged_once(caplog):
@@ -124,7 +122,7 @@ def test_a_layer_that_raises_is_counted_and_its_traceback_logged_once(caplog):
 
     from aha.rewards import ERRORS
 
-    fn = get_reward("check_answer_numeric", format=_FormatThatBreaks())
+    fn = get_reward("check_answer_numeric", format=_format_that_breaks())
     before = sum(ERRORS.values())
     ok, bad = "x<end_working_out><SOLUTION>34</SOLUTION>", "x<end_working_out><SOLUTION>boom</SOLUTION>"
     with caplog.at_level(logging.WARNING, logger="aha"):
@@ -144,7 +142,7 @@ def test_reward_watch_reports_reward_errors(caplog):
     from aha.recipes import load_recipe
     from aha.recipes.train import RewardWatch
 
-    fn = get_reward("check_answer_numeric", format=_FormatThatBreaks())
+    fn = get_reward("check_answer_numeric", format=_format_that_breaks())
     watch = RewardWatch(load_recipe("tiny-qwen3-smoke"), [fn, get_reward("format_exact")], max_completion_length=8)
     with caplog.at_level(logging.WARNING, logger="aha"):
         watch.on_log(None, SimpleNamespace(global_step=1), None, logs={})
