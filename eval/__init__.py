@@ -6,8 +6,9 @@ True
 """
 
 from .backends import Generation, HFBackend, Sampling, VLLMBackend, load_model
-from .compare import compare, mcnemar_exact, write_report
-from .grading import grade, pass_at_k, summarize, wilson_interval
+from .compare import compare, write_report
+from .grading import grade, pass_at_k, summarize
+from .stats import mcnemar_exact, wilson_interval
 from .runner import evaluate
 from .tasks import TASKS, Problem, dapo_split, load_task, make_arith
 

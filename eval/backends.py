@@ -80,9 +80,20 @@ def prompts_per_batch_for(generator: Any, n: int):
             generator.batch_size = keep
 
 
-def check_adapter_folder(adapter: str | Path) -> None:
-    if not (Path(adapter) / "adapter_config.json").is_file():
+ADAPTER_HINT = "a LoRA adapter folder holds the adapter_config.json PEFT's save_pretrained wrote"
+
+
+def check_adapter_folder(adapter: str | Path) -> dict[str, Any]:
+    """The adapter's config, after checking the folder holds a readable PEFT adapter."""
+    from .files import read_json
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
         raise InputError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+    config = read_json(folder / "adapter_config.json", hint=ADAPTER_HINT)
+    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise InputError(f"{folder}: no adapter weights (adapter_model.safetensors); {ADAPTER_HINT}")
+    return config
 
 
 def load_model(model: str, adapter: str | None = None, gguf_file: str | None = None, dtype: str = "auto"):
@@ -112,9 +123,12 @@ class HFBackend:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Generation]]:
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        """``adapter``: this backend holds its model (and adapter) already; naming another is an error."""
         import torch
 
+        if adapter is not None:
+            raise ValueError("HFBackend generates with the model it holds; load the adapter with load_model(adapter=...)")
         tok, model = self.tokenizer, self.model
         model.eval()
         tok.padding_side = "left"  # right padding makes batched decoder-only generation wrong
@@ -240,12 +254,13 @@ def vllm_lora_rank(ranks: list[int]) -> int:
 
 def adapter_rank(adapter: str | Path) -> int:
     """The rank ``r`` in a PEFT adapter folder's adapter_config.json."""
-    import json
-
-    check_adapter_folder(str(adapter))
-    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    config = check_adapter_folder(str(adapter))
     ranks = [config.get("r") or 8, *(config.get("rank_pattern") or {}).values()]
-    return max(int(r) for r in ranks)
+    try:
+        return max(int(r) for r in ranks)
+    except (TypeError, ValueError):
+        raise InputError(f"{adapter}/adapter_config.json: its rank r is not a number ({config.get('r')!r}); "
+                         f"{ADAPTER_HINT}") from None
 
 
 def size_vllm_for_cpu(model: str, max_model_len: int | None) -> None:
@@ -256,7 +271,7 @@ def size_vllm_for_cpu(model: str, max_model_len: int | None) -> None:
       much is not free. Size it instead from the model: keys and values for every layer at
       the maximum length, for a batch of 64 sequences, in whole GiB (at least 1, at most 8).
     - Threads: vLLM keeps one core for its front end, which on 2 cores halves the model's
-      threads; on the demo model, giving it both took an evaluation from 129 s to 96 s (README).
+      threads; on a small machine the model needs them all (the README has the measurement).
     """
     import math
     import os

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from aha.formats import InputError
 
+from .files import read_json
 from .runner import FINGERPRINT_FILE, SAMPLES_FILE, read_done
+from .stats import mcnemar_exact, sign_test
 
 METRICS = ("strict", "lenient", "math_verify", "format_ok")
-
-
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs.
-
-    >>> round(mcnemar_exact(10, 2), 4), mcnemar_exact(0, 0)
-    (0.0386, 1.0)
-    """
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(fixed, broken) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def _load(run: str | Path) -> dict[str, dict[str, Any]]:
@@ -42,7 +30,7 @@ def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[
     a, b = _load(before), _load(after)
     prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
     if all(p.is_file() for p in prints):
-        x, y = (json.loads(p.read_text(encoding="utf-8")) for p in prints)
+        x, y = (read_json(p) for p in prints)
         for key in ("format", "format_sha256", "sampling"):
             if x.get(key) != y.get(key):
                 raise InputError(f"{before} and {after} are not comparable: their {key} differs "
@@ -77,16 +65,6 @@ def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> d
         }
     report["primary_metric"] = metric
     return report
-
-
-def sign_test(up: int, down: int) -> float:
-    """Two-sided exact sign test: as many ups vs downs as seen, under "no change is more
-    likely up than down" (ties dropped). The same binomial tail as McNemar's.
-
-    >>> round(sign_test(15, 4), 4)
-    0.0192
-    """
-    return mcnemar_exact(up, down)
 
 
 def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "strict") -> dict[str, Any]:

@@ -9,6 +9,9 @@ from typing import Any
 from aha.formats import answers_equal, answers_match, clean_answer, get_format, last_number, parse_number
 from aha.rewards import math_equal
 
+from . import metrics as names
+from .stats import wilson_interval
+
 
 def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool = False) -> dict[str, Any]:
     """Verdicts for one completion.
@@ -41,21 +44,6 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     }
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (well behaved near 0 and 1).
-
-    >>> [round(x, 3) for x in wilson_interval(50, 100)]
-    [0.404, 0.596]
-    """
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
 
@@ -84,24 +72,23 @@ def majority_correct(extracted: list[str | None], gold: str) -> bool:
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Metrics over per-sample rows (one row per problem; ``samples`` lists its n generations)."""
     n = len(samples)
-    metrics: dict[str, Any] = {"problems": n}
+    metrics: dict[str, Any] = {names.PROBLEMS: n}
     if n == 0:
         return metrics
     for key in ("strict", "lenient", "math_verify"):
         hits = sum(1 for s in samples if s["samples"][0][key])
-        low, high = wilson_interval(hits, n)
-        metrics[f"accuracy_{key}"] = hits / n
-        metrics[f"accuracy_{key}_ci95"] = [low, high]
+        metrics[names.accuracy(key)] = hits / n
+        metrics[names.interval(names.accuracy(key))] = list(wilson_interval(hits, n))
     first = [s["samples"][0] for s in samples]
-    metrics["format_compliance"] = sum(g["format_ok"] for g in first) / n
-    metrics["truncation_rate"] = sum(g["truncated"] for g in first) / n
-    metrics["mean_completion_tokens"] = sum(g["num_tokens"] for g in first) / n
+    metrics[names.FORMAT_COMPLIANCE] = sum(g["format_ok"] for g in first) / n
+    metrics[names.TRUNCATION_RATE] = sum(g["truncated"] for g in first) / n
+    metrics[names.MEAN_TOKENS] = sum(g["num_tokens"] for g in first) / n
     k = min(len(s["samples"]) for s in samples)
     if k > 1:
         for kk in sorted({1, k}):
             for key in ("strict", "lenient"):
-                metrics[f"pass@{kk}_{key}"] = sum(
+                metrics[names.pass_at(kk, key)] = sum(
                     pass_at_k(len(s["samples"]), sum(g[key] for g in s["samples"]), kk) for s in samples) / n
-        metrics[f"maj@{k}"] = sum(
+        metrics[names.maj_at(k)] = sum(
             majority_correct([g["extracted"] for g in s["samples"][:k]], s["answer"]) for s in samples) / n
     return metrics

@@ -13,6 +13,7 @@ from typing import Any
 from aha.formats import InputError, get_format
 
 from .backends import Sampling
+from .files import read_json, read_text
 from .grading import grade, summarize
 from .tasks import Problem
 
@@ -46,7 +47,7 @@ def check_resumable(out_dir: str | Path, problems: list[Problem], format: Any, s
 def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[Problem], print_: dict[str, Any]) -> None:
     path = out / FINGERPRINT_FILE
     if done and path.is_file():
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = read_json(path)
         diff = sorted(k for k in set(stored) | set(print_) if stored.get(k) != print_.get(k))
         if diff:
             raise InputError(f"{out} holds results of another evaluation ({', '.join(diff)} differ: "
@@ -69,10 +70,7 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return done
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text, so not a results file") from None
+    lines = read_text(path, hint="so not a results file").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

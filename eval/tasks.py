@@ -15,6 +15,8 @@ from pathlib import Path
 
 from aha.formats import InputError, gold_from_gsm8k
 
+from .files import read_json, read_parquet, read_text
+
 CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 DAPO_HUB = ("open-r1/DAPO-Math-17k-Processed", "en")
 GSM8K_HUB = ("openai/gsm8k", "main")
@@ -38,18 +40,10 @@ def read_rows(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"no such data file: {path}")
     if path.suffix == ".parquet":
-        import datasets
-
-        return list(datasets.Dataset.from_parquet(str(path)))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
+        return read_parquet(path)
+    text = read_text(path, hint="a data file is UTF-8 jsonl, json or parquet")
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        data = read_json(path, hint="a .json data file is a list of rows or {\"data\": [rows]}", kind=None)
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):

@@ -14,13 +14,12 @@ command prints.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .load import read_recipe_data, recipe_from_dict
-from .schema import Recipe, RecipeError
+from .config.load import read_recipe_data, recipe_from_dict
+from .config.schema import Recipe, RecipeError
 
 SHIPPED = Path(__file__).parent
 
@@ -53,7 +52,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
     """A validated recipe: a shipped recipe's name or a YAML path, with ``overrides`` as
     ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them).
     When the recipe runs on Unsloth, Unsloth is imported here, before TRL."""
-    from .models import import_unsloth_first, unsloth_wanted
+    from .training.models import import_unsloth_first, unsloth_wanted
 
     path = find_recipe(name_or_path)
     data = read_recipe_data(path, _as_set_items(overrides))
@@ -67,8 +66,9 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
 @dataclass
 class RunResult:
     """What a run left: its folder, the stages done, each evaluation's metrics, the paired
-    comparisons and the export paths. In a notebook it shows itself as the report's tables
-    and the before/after chart."""
+    comparisons and the export paths (read by :func:`aha.recipes.stages.results.read_results`,
+    as the report is). In a notebook it shows itself as the report's tables and the
+    before/after chart."""
 
     run_dir: Path
     stages: list[str]
@@ -77,24 +77,23 @@ class RunResult:
     sampled: dict[str, Any] = field(default_factory=dict)
     exports: dict[str, Any] = field(default_factory=dict)
     report: Path | None = None
-    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    results: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_state(cls, run_dir: Path, state: dict[str, Any]) -> RunResult:
-        stages = state["stages"]
+    def read(cls, run_dir: Path, state: dict[str, Any] | None = None) -> RunResult:
+        from .stages.results import read_results
+
+        results = read_results(run_dir, state)
         report = run_dir / "report.md"
-        return cls(run_dir=run_dir, stages=list(stages),
-                   evaluations={s: info.get("results", {}) for s, info in stages.items() if s.startswith("eval-")},
-                   comparisons=stages.get("compare", {}).get("comparisons", {}),
-                   sampled=stages.get("compare", {}).get("sampled", {}),
-                   exports={k: v for k, v in stages.get("export", {}).items() if k != "seconds"},
-                   report=report if report.is_file() else None, state=state)
+        return cls(run_dir=run_dir, stages=list(results.stages), evaluations=results.evaluations,
+                   comparisons=results.comparisons, sampled=results.sampled, exports=results.exports,
+                   report=report if report.is_file() else None, results=results)
 
     def _repr_markdown_(self) -> str:
-        from .report import result_tables
+        from .stages.report import result_tables
 
         lines = [f"**Run** `{self.run_dir}`: {' -> '.join(self.stages) or 'nothing done yet'}"]
-        lines += result_tables(self.state)
+        lines += result_tables(self.results)
         chart = self._chart()
         if chart:
             lines += ["", f"![before vs after](data:image/png;base64,{chart})"]
@@ -104,7 +103,9 @@ class RunResult:
 
     def _chart(self) -> str | None:
         """The whole recipe's before/after chart (compare.png), inline."""
-        for png in sorted((self.run_dir / "compare").glob("*/overall/compare.png")):
+        from .stages.table import COMPARE, COMPARISONS
+
+        for png in sorted((self.run_dir / COMPARE.name).glob(f"*/{COMPARISONS[0].label}/compare.png")):
             return base64.b64encode(png.read_bytes()).decode()
         return None
 
@@ -113,12 +114,12 @@ def run(recipe: Recipe, out: str | Path | None = None, stop_after: str | None = 
         restart_from: str | None = None) -> RunResult:
     """Run (or resume) every stage of ``recipe`` into ``out`` (default ``runs/<name>``);
     ``restart_from`` runs that stage and every later one again."""
-    from .runner import run_recipe
+    from .stages.runner import run_recipe
 
     run_dir = Path(out or Path("runs") / recipe.name)
     state = run_recipe(recipe, run_dir, recipe_dir=getattr(recipe, "source_dir", None), stop_after=stop_after,
                        restart_from=restart_from)
-    return RunResult.from_state(run_dir, state)
+    return RunResult.read(run_dir, state)
 
 
 @dataclass
@@ -140,17 +141,19 @@ class Answers:
         return self._repr_markdown_()
 
 
-STAGE_ADAPTERS = {"base": None, "sft": "sft/adapter", "grpo": "grpo/adapter"}
 
 
-def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...] = ("base", "sft", "grpo"),
+def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...] | None = None,
               max_new_tokens: int | None = None) -> Answers:
-    """Greedy answers of the base model, after SFT and after GRPO to the same questions,
-    each asked exactly as the recipe asks (its format's prompt)."""
+    """Greedy answers of the base model, after SFT and after GRPO (``stages``: those named,
+    of base, sft, grpo) to the same questions, each asked exactly as the recipe asks (its
+    format's prompt)."""
     import yaml
 
     from aha.eval import HFBackend, Sampling, load_model
     from aha.formats import get_format
+
+    from .stages.table import GRPO, SFT, adapter_of
 
     run_dir = Path(run_dir)
     recipe_path = run_dir / "recipe.yaml"
@@ -161,10 +164,11 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     fmt = get_format(recipe["format"])
     sampling = Sampling(max_new_tokens=max_new_tokens or recipe["eval"]["max_new_tokens"])
     answers: dict[str, list[str]] = {}
-    for stage in stages:
-        if stage not in STAGE_ADAPTERS:
-            raise RecipeError(f"unknown stage {stage!r}; known: {', '.join(STAGE_ADAPTERS)}")
-        adapter = run_dir / STAGE_ADAPTERS[stage] if STAGE_ADAPTERS[stage] else None
+    adapters = {"base": None, SFT.name: adapter_of(run_dir, SFT), GRPO.name: adapter_of(run_dir, GRPO)}
+    for stage in stages or tuple(adapters):
+        if stage not in adapters:
+            raise RecipeError(f"unknown stage {stage!r}; known: {', '.join(adapters)}")
+        adapter = adapters[stage]
         if adapter is not None and not adapter.is_dir():
             continue  # that stage has not run (or the recipe has none)
         model, tokenizer = load_model(str(base), adapter=str(adapter) if adapter else None, dtype="float32")
@@ -177,7 +181,6 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
 def state_of(run_dir: str | Path) -> RunResult:
     """The RunResult of an existing run folder (finished or not)."""
     run_dir = Path(run_dir)
-    path = run_dir / "state.json"
-    if not path.is_file():
+    if not (run_dir / "state.json").is_file():
         raise RecipeError(f"{run_dir} is not a run folder (no state.json)")
-    return RunResult.from_state(run_dir, json.loads(path.read_text(encoding="utf-8")))
+    return RunResult.read(run_dir)

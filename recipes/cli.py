@@ -66,9 +66,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
-    from .models import prepare_base, resolve_dtype
-    from .schema import ModelConfig
-    from .validate import check_model_exists
+    from .config.schema import ModelConfig
+    from .config.validate import check_model_exists
+    from .training.models import prepare_base, resolve_dtype
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
@@ -149,9 +149,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .api import load_recipe, run
-    from .distributed import is_main
-    from .runner import plan
-    from .validate import global_batch_line
+    from .config.trl_args import global_batch_line
+    from .launch.distributed import is_main
+    from .stages.table import REPORT, plan
 
     if not args.launch and (args.config or args.num_processes):
         raise UsageError("--config and --num-processes go with --launch accelerate")
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
     if is_main():
-        print(f"run {recipe.name} finished: {out / 'report.md'}" if "report" in result.stages else
+        print(f"run {recipe.name} finished: {out / 'report.md'}" if REPORT.name in result.stages else
               f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
     return 0
 
@@ -188,8 +188,8 @@ def _launch(args: argparse.Namespace, recipe, out: Path) -> int:
     import shlex
     import subprocess
 
-    from .launch import accelerate_command
-    from .runner import STATE_FILE, Run
+    from .launch.commands import accelerate_command
+    from .stages.runner import STATE_FILE, Run
 
     run_args = [args.recipe, "--out", str(out)] + [f"--set={item}" for item in args.set]
     run_args += [f"--stop-after={args.stop_after}"] if args.stop_after else []
@@ -227,8 +227,8 @@ def cmd_vllm_serve(args: argparse.Namespace) -> int:
     import subprocess
 
     from .api import load_recipe
-    from .launch import vllm_serve_command
-    from .models import prepare_base
+    from .launch.commands import vllm_serve_command
+    from .training.models import prepare_base
 
     recipe = load_recipe(args.recipe, args.set)
     if not (recipe.model.use_vllm and recipe.model.vllm_mode == "server"):
@@ -245,17 +245,16 @@ def cmd_vllm_serve(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Sample the policy GRPO would start from, as GRPO samples, and say whether GRPO can learn."""
-    from types import SimpleNamespace
-
     from aha.eval.backends import check_adapter_folder
     from aha.formats import get_format
 
     from .api import find_recipe, load_recipe
-    from .backends import make_backend
-    from .models import pick_backend
-    from .preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
-    from .runner import _setup_logging
-    from .schema import resolve_path
+    from .config.schema import resolve_path
+    from .stages.preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
+    from .stages.runner import _setup_logging
+    from .stages.training import preflight
+    from .training.backends import make_backend
+    from .training.models import pick_backend
 
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
@@ -266,9 +265,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out)
     fmt = get_format(resolve_path(recipe.format, path.parent))
-    backend = make_backend(recipe, SimpleNamespace(dir=out), fmt)
+    backend = make_backend(recipe, out)
     try:
-        report = backend.preflight(out, args.adapter)
+        report = preflight(recipe, fmt, backend, args.adapter, out)
     finally:
         backend.close()
     print("\n".join(to_markdown(report)).replace("preflight/preflight.png", str(out / "preflight.png")))
@@ -374,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     Python prints it."""
     from aha.eval.backends import EngineStalled
 
-    from .distributed import MainProcessFailed
+    from .launch.distributed import MainProcessFailed
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -6,10 +6,10 @@
 [3.0]
 """
 
-from .core import ERRORS, completion_text
+from .core import completion_text
 from .explain import explain
 from .layers import (
-    LAYERS, check_answer_exact, check_answer_numeric, check_dapo_answer, check_integer, check_math_verify,
+    LAYERS, Layer, check_answer_exact, check_answer_numeric, check_dapo_answer, check_integer, check_math_verify,
     check_number, format_approximate, format_exact, length_penalty, repetition_penalty, truncation_penalty,
     xml_count, xml_soft_format, xml_strict_format,
 )
@@ -17,7 +17,7 @@ from .mathverify import math_equal
 from .registry import PUBLISHED_NAMES, PUBLISHED_RECIPES, Reward, get_reward, published_rewards, reward_names
 
 __all__ = [
-    "ERRORS", "LAYERS", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "check_answer_exact", "check_answer_numeric",
+    "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "check_answer_exact", "check_answer_numeric",
     "check_dapo_answer", "check_integer", "check_math_verify", "check_number", "completion_text", "explain",
     "format_approximate", "format_exact", "get_reward", "length_penalty", "math_equal", "published_rewards",
     "repetition_penalty", "reward_names", "truncation_penalty", "xml_count", "xml_soft_format", "xml_strict_format",

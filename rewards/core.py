@@ -1,11 +1,13 @@
-"""What every reward shares: reading completions and gold answers, never raising."""
+"""What every reward shares: reading completions and gold answers, never raising, and
+counting the completions a layer raised on."""
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from aha.formats import InputError, gold_from_gsm8k
@@ -13,11 +15,20 @@ from aha.formats import InputError, gold_from_gsm8k
 MODES = ("default", "faithful")
 log = logging.getLogger("aha")
 
-# Exceptions raised while scoring, per scoring function, in this process. A completion that
-# makes a layer raise scores None (TRL skips it) so one odd completion cannot end a run, but
-# a layer that raises is counted here and its first traceback is logged, so it is never
-# silently absent from training: Reward.errors and the GRPO log and report read these counts.
-ERRORS: Counter[str] = Counter()
+
+@dataclass
+class ErrorTally:
+    """Completions a reward raised on during one call, and the first traceback."""
+
+    count: int = 0
+    first_traceback: str | None = None
+
+
+# The tally of the reward call running in this thread or task. A completion that makes a
+# layer raise scores None (TRL skips it) so one odd completion cannot end a run; the
+# calling Reward reads its own tally, so two rewards scoring at once never mix counts.
+_TALLY: ContextVar[ErrorTally | None] = ContextVar("aha_reward_error_tally", default=None)
+_WARNED_UNTALLIED: set[str] = set()  # layers called directly (not through a Reward): warned once each
 
 
 def completion_text(completion: Any) -> str | None:
@@ -84,22 +95,37 @@ def score_batch(completions: Any, score: Callable[..., float | None], golds: Any
                 else:
                     value = score(text)
             except Exception:  # noqa: BLE001 - one completion must not end a run; counted, never silent
-                _count_error(score)
+                _record_error(score)
                 value = None
         out.append(None if value is None else float(value))
     return out
 
 
-def _count_error(score: Callable[..., Any]) -> None:
+def _record_error(score: Callable[..., Any]) -> None:
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.count += 1
+        if tally.first_traceback is None:
+            tally.first_traceback = traceback.format_exc().rstrip()
+        return
     where = getattr(score, "__qualname__", type(score).__name__).replace(".<locals>", "")
-    if ERRORS[where] == 0:
-        log.warning("reward %s raised on a completion; it scores None there and every such error is counted. "
-                    "First traceback:\n%s", where, traceback.format_exc().rstrip())
-    ERRORS[where] += 1
+    if where not in _WARNED_UNTALLIED:
+        _WARNED_UNTALLIED.add(where)
+        log.warning("reward %s raised on a completion; it scores None there. First traceback:\n%s", where,
+                    traceback.format_exc().rstrip())
 
 
-def check_mode(mode: str) -> bool:
-    """``True`` for faithful mode; a clear error for anything else."""
+def tallied(call: Callable[[], list], tally: ErrorTally) -> list:
+    """Run ``call`` with ``tally`` counting the completions it raised on (this thread/task only)."""
+    token = _TALLY.set(tally)
+    try:
+        return call()
+    finally:
+        _TALLY.reset(token)
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` itself, or a clear error when it is not one of ``MODES``."""
     if mode not in MODES:
         raise InputError(f"unknown reward mode {mode!r}; use 'default' or 'faithful'")
-    return mode == "faithful"
+    return mode

@@ -82,7 +82,7 @@ def explain(text: str, answer: Any = None, format: Any = "unsloth", mode: str = 
     >>> [(r["layer"], r["score"]) for r in rows]
     [('format_exact', 3.0), ('format_approximate', 1.5), ('check_answer_numeric', 5.0), ('check_number', 3.5), ('check_math_verify', 1.0)]
     """
-    faithful = check_mode(mode)
+    faithful = check_mode(mode) == "faithful"
     fmt = get_format(format)
     gold = gold_for([answer], 0, faithful) if answer is not None else None
     rows = []

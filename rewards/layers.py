@@ -14,7 +14,9 @@ the answer tag) and ``mode="faithful"`` reproduces them exactly, bugs included.
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -26,6 +28,43 @@ from .dapo import extract_dapo_answer, normalize_final_answer
 from .mathverify import math_equal
 
 FormatSpec = str | Format
+LayerFn = Callable[..., "list[float | None]"]
+
+
+class Layer:
+    """A reward layer: its default implementation and, where a published recipe defines
+    the layer differently, the faithful one. The mode is chosen once: :func:`get_reward`
+    binds ``for_mode(mode)``; calling the layer itself picks by its ``mode`` keyword.
+
+    >>> xml_strict_format.for_mode("faithful") is not xml_strict_format.for_mode("default")
+    True
+    """
+
+    def __init__(self, default: LayerFn, faithful: LayerFn | None = None):
+        self.default, self.faithful = default, faithful or default
+        self.__name__ = self.__qualname__ = default.__name__
+        self.__doc__ = default.__doc__
+        self.__module__ = default.__module__
+        params = {**inspect.signature(self.faithful).parameters, **inspect.signature(default).parameters}
+        keyword = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        mode = inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default="default")
+        positional = [p for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        rest = [p for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+        self.__signature__ = inspect.Signature(positional + keyword + [mode] + rest)
+
+    def for_mode(self, mode: str) -> LayerFn:
+        return self.faithful if check_mode(mode) == "faithful" else self.default
+
+    def __call__(self, completions: Any = None, *, mode: str = "default", **kwargs: Any) -> list[float | None]:
+        return self.for_mode(mode)(completions, **kwargs)
+
+    def __reduce__(self) -> str:
+        return self.__name__  # pickles as the module-level name it is bound to
+
+
+def layer(faithful: LayerFn | None = None) -> Callable[[LayerFn], Layer]:
+    """Declare a layer: the decorated function is the default mode, ``faithful`` the published one."""
+    return lambda default: Layer(default, faithful)
 
 
 def _tags_format(format: FormatSpec, what: str) -> Format:
@@ -38,8 +77,15 @@ def _tags_format(format: FormatSpec, what: str) -> Format:
 # ---------------------------------------------------------------------------------
 # Format layers
 # ---------------------------------------------------------------------------------
-def format_exact(completions: Any, *, format: FormatSpec = "unsloth", mode: str = "default",
-                 eos_token: str = "", **columns: Any) -> list[float | None]:
+def _published_format_exact(completions: Any, *, format: FormatSpec = "unsloth", eos_token: str = "",
+                            **columns: Any) -> list[float | None]:
+    fmt = _tags_format(format, "faithful format_exact")
+    return score_batch(completions, lambda t: published.match_format_exactly(t, fmt, eos_token))
+
+
+@layer(faithful=_published_format_exact)
+def format_exact(completions: Any, *, format: FormatSpec = "unsloth", eos_token: str = "",
+                 **columns: Any) -> list[float | None]:
     """+3.0 when the completion follows the format exactly, else 0.
 
     Default mode: every tag once, in order, reasoning may span lines, only whitespace
@@ -50,15 +96,18 @@ def format_exact(completions: Any, *, format: FormatSpec = "unsloth", mode: str 
     ...               "34"])
     [3.0, 0.0]
     """
-    if check_mode(mode):
-        fmt = _tags_format(format, "faithful format_exact")
-        return score_batch(completions, lambda t: published.match_format_exactly(t, fmt, eos_token))
     fmt = get_format(format)
     return score_batch(completions, lambda t: 3.0 if fmt.check_format(t) else 0.0)
 
 
-def format_approximate(completions: Any, *, format: FormatSpec = "unsloth", mode: str = "default",
-                       **columns: Any) -> list[float | None]:
+def _published_format_approximate(completions: Any, *, format: FormatSpec = "unsloth",
+                                  **columns: Any) -> list[float | None]:
+    fmt = _tags_format(format, "faithful format_approximate")
+    return score_batch(completions, lambda t: published.match_format_approximately(t, fmt))
+
+
+@layer(faithful=_published_format_approximate)
+def format_approximate(completions: Any, *, format: FormatSpec = "unsloth", **columns: Any) -> list[float | None]:
     """For each tag the completion must write: +0.5 if it occurs exactly once, else -1.0.
 
     The Unsloth recipe counts its three generated tags (range -3 .. +1.5); tags the
@@ -67,9 +116,6 @@ def format_approximate(completions: Any, *, format: FormatSpec = "unsloth", mode
     >>> format_approximate(["work<end_working_out><SOLUTION>7</SOLUTION>", "<SOLUTION>7"])
     [1.5, -1.5]
     """
-    if check_mode(mode):
-        fmt = _tags_format(format, "faithful format_approximate")
-        return score_batch(completions, lambda t: published.match_format_approximately(t, fmt))
     tags = get_format(format).generated_tags
     return score_batch(completions, lambda t: sum(0.5 if t.count(tag) == 1 else -1.0 for tag in tags))
 
@@ -87,8 +133,12 @@ def _tags_in_context(fmt: Format) -> list[str]:
     return out
 
 
-def xml_count(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
-              **columns: Any) -> list[float | None]:
+def _published_xml_count(completions: Any, **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.xmlcount_reward_func)
+
+
+@layer(faithful=_published_xml_count)
+def xml_count(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.125 per tag (with its newlines) that occurs exactly once, minus 0.001 per
     character of text after the closing answer tag (at most 0.5 in all).
 
@@ -98,8 +148,6 @@ def xml_count(completions: Any, *, format: FormatSpec = "xml", mode: str = "defa
     >>> xml_count(["<reasoning>\\nthink\\n</reasoning>\\n<answer>\\n4\\n</answer>\\n<|im_end|>"])
     [0.5]
     """
-    if check_mode(mode):
-        return score_batch(completions, published.xmlcount_reward_func)
     fmt = get_format(format)
     contexts = _tags_in_context(fmt)
     closing = fmt.answer_end or (fmt.generated_tags[-1] if fmt.generated_tags else "")
@@ -114,8 +162,12 @@ def xml_count(completions: Any, *, format: FormatSpec = "xml", mode: str = "defa
     return score_batch(completions, score)
 
 
-def xml_strict_format(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
-                      **columns: Any) -> list[float | None]:
+def _published_xml_strict_format(completions: Any, **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.strict_format_reward_func)
+
+
+@layer(faithful=_published_xml_strict_format)
+def xml_strict_format(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the completion has exactly the format's layout, newlines included.
 
     Faithful mode is the XML recipe's regex without DOTALL: multi-line reasoning
@@ -125,14 +177,16 @@ def xml_strict_format(completions: Any, *, format: FormatSpec = "xml", mode: str
     >>> xml_strict_format([text]), xml_strict_format([text], mode="faithful")
     ([0.5], [0.0])
     """
-    if check_mode(mode):
-        return score_batch(completions, published.strict_format_reward_func)
     fmt = get_format(format)
     return score_batch(completions, lambda t: 0.5 if fmt.matches_template(t) else 0.0)
 
 
-def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
-                    **columns: Any) -> list[float | None]:
+def _published_xml_soft_format(completions: Any, **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.soft_format_reward_func)
+
+
+@layer(faithful=_published_xml_soft_format)
+def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the completion starts with the reasoning block and the answer block
     follows it (any whitespace, any line breaks).
 
@@ -140,8 +194,6 @@ def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", mode: str =
     ...     xml_soft_format(["<reasoning>a\\nb</reasoning> <answer>4</answer>"], mode="faithful")
     ([0.5], [0.0])
     """
-    if check_mode(mode):
-        return score_batch(completions, published.soft_format_reward_func)
     fmt = get_format(format)
     return score_batch(completions, lambda t: 0.5 if fmt.format_violation(t, "soft") is None else 0.0)
 
@@ -160,8 +212,16 @@ def _ratio_score(guess: Fraction, gold: Fraction) -> float:
     return -2.5
 
 
-def check_answer_numeric(completions: Any, *, format: FormatSpec = "unsloth", mode: str = "default",
-                         answer_column: str = "answer", eos_token: str = "", **columns: Any) -> list[float | None]:
+def _published_check_answer(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
+                            eos_token: str = "", **columns: Any) -> list[float | None]:
+    fmt = _tags_format(format, "faithful check_answer_numeric")
+    return score_batch(completions, lambda t, g: published.check_answer(t, g, fmt, eos_token),
+                       columns.get(answer_column), True, True)
+
+
+@layer(faithful=_published_check_answer)
+def check_answer_numeric(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
+                         eos_token: str = "", **columns: Any) -> list[float | None]:
     """The Unsloth recipe's graded answer score: right +5.0, right but for spaces
     +3.5, within 10% +2.0, within 20% +1.5, otherwise -2.5; no answer -2.0; an answer
     that is not a number -4.5. ``None`` when the gold is missing (or, in default
@@ -175,10 +235,6 @@ def check_answer_numeric(completions: Any, *, format: FormatSpec = "unsloth", mo
     ...                      answer=["1000"] * 4)
     [5.0, 2.0, -4.5, -2.0]
     """
-    golds = columns.get(answer_column)
-    if check_mode(mode):
-        fmt = _tags_format(format, "faithful check_answer_numeric")
-        return score_batch(completions, lambda t, g: published.check_answer(t, g, fmt, eos_token), golds, True, True)
     fmt = get_format(format)
 
     def score(text: str, gold: str) -> float | None:
@@ -193,11 +249,19 @@ def check_answer_numeric(completions: Any, *, format: FormatSpec = "unsloth", mo
             return -4.5
         return 5.0 if value == gold_value else _ratio_score(value, gold_value)
 
-    return score_batch(completions, score, golds, True)
+    return score_batch(completions, score, columns.get(answer_column), True)
 
 
-def check_number(completions: Any, *, format: FormatSpec = "unsloth", mode: str = "default",
-                 answer_column: str = "answer", **columns: Any) -> list[float | None]:
+def _published_check_number(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
+                            **columns: Any) -> list[float | None]:
+    fmt = _tags_format(format, "faithful check_number")
+    return score_batch(completions, lambda t, g: published.check_numbers(t, g, fmt), columns.get(answer_column),
+                       True, True)
+
+
+@layer(faithful=_published_check_number)
+def check_number(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
+                 **columns: Any) -> list[float | None]:
     """The number in the answer equals the gold: +3.5, else -1.5; no number -2.5.
 
     Faithful mode takes the first number after the opening answer tag (so ``3/4``
@@ -207,10 +271,6 @@ def check_number(completions: Any, *, format: FormatSpec = "unsloth", mode: str 
     ...     check_number(["<SOLUTION>3/4</SOLUTION>"], answer=["0.75"], mode="faithful")
     ([3.5], [-1.5])
     """
-    golds = columns.get(answer_column)
-    if check_mode(mode):
-        fmt = _tags_format(format, "faithful check_number")
-        return score_batch(completions, lambda t, g: published.check_numbers(t, g, fmt), golds, True, True)
     fmt = get_format(format)
 
     def score(text: str, gold: str) -> float | None:
@@ -226,11 +286,15 @@ def check_number(completions: Any, *, format: FormatSpec = "unsloth", mode: str 
             return -2.5
         return 3.5 if value == gold_value else -1.5
 
-    return score_batch(completions, score, golds, True)
+    return score_batch(completions, score, columns.get(answer_column), True)
 
 
-def check_integer(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
-                  **columns: Any) -> list[float | None]:
+def _published_check_integer(completions: Any, **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.int_reward_func)
+
+
+@layer(faithful=_published_check_integer)
+def check_integer(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the answer is a whole number.
 
     Faithful mode: the XML recipe's ``isdigit()`` on the text after ``<answer>``
@@ -239,8 +303,6 @@ def check_integer(completions: Any, *, format: FormatSpec = "xml", mode: str = "
     >>> check_integer(["<answer>\\n1,000\\n</answer>"]), check_integer(["<answer>\\n1,000\\n</answer>"], mode="faithful")
     ([0.5], [0.0])
     """
-    if check_mode(mode):
-        return score_batch(completions, published.int_reward_func)
     fmt = get_format(format)
 
     def score(text: str) -> float:
@@ -250,8 +312,14 @@ def check_integer(completions: Any, *, format: FormatSpec = "xml", mode: str = "
     return score_batch(completions, score)
 
 
-def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", mode: str = "default",
-                       answer_column: str = "answer", **columns: Any) -> list[float | None]:
+def _published_check_answer_exact(completions: Any, *, answer_column: str = "answer",
+                                  **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.correctness_reward_func, columns.get(answer_column), True, True)
+
+
+@layer(faithful=_published_check_answer_exact)
+def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", answer_column: str = "answer",
+                       **columns: Any) -> list[float | None]:
     """+2.0 when the answer equals the gold, else 0 (the XML recipe's correctness).
 
     Faithful mode compares strings; default mode compares values when the gold is a
@@ -261,20 +329,17 @@ def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", mode: st
     ...     check_answer_exact(["<answer>\\n$1,000\\n</answer>"], answer=["1000"], mode="faithful")
     ([2.0], [0.0])
     """
-    golds = columns.get(answer_column)
-    if check_mode(mode):
-        return score_batch(completions, published.correctness_reward_func, golds, True, True)
     fmt = get_format(format)
 
     def score(text: str, gold: str) -> float:
         return 2.0 if answers_match(fmt.extract_answer(text), gold) else 0.0
 
-    return score_batch(completions, score, golds, True)
+    return score_batch(completions, score, columns.get(answer_column), True)
 
 
-def check_math_verify(completions: Any, *, format: FormatSpec = "unsloth", mode: str = "default",
-                      answer_column: str = "answer", correct: float = 1.0, wrong: float = 0.0,
-                      **columns: Any) -> list[float | None]:
+@layer()  # no published variant: both modes grade the same way
+def check_math_verify(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
+                      correct: float = 1.0, wrong: float = 0.0, **columns: Any) -> list[float | None]:
     """``correct`` when math-verify finds the answer equivalent to the gold
     (fractions, ``\\boxed``, commas, percents), else ``wrong``; ``None`` when the gold
     cannot be parsed. Thread-safe, bounded time; plain numbers skip the parser.
@@ -283,20 +348,24 @@ def check_math_verify(completions: Any, *, format: FormatSpec = "unsloth", mode:
     ...                   answer=["0.5", "0.5"])
     [1.0, 0.0]
     """
-    check_mode(mode)  # no published variant: both modes grade the same way
     fmt = get_format(format)
-    golds = columns.get(answer_column)
 
     def score(text: str, gold: str) -> float | None:
         guess = fmt.extract_answer(text)
         verdict = math_equal(gold, guess) if guess is not None else (False if math_equal(gold, gold) else None)
         return None if verdict is None else (correct if verdict else wrong)
 
-    return score_batch(completions, score, golds, True)
+    return score_batch(completions, score, columns.get(answer_column), True)
 
 
-def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", mode: str = "default",
-                      answer_column: str = "answer", **columns: Any) -> list[float | None]:
+def _published_check_dapo_answer(completions: Any, *, answer_column: str = "answer",
+                                 **columns: Any) -> list[float | None]:
+    return score_batch(completions, published.dapo_verl_score, columns.get(answer_column), True, True)
+
+
+@layer(faithful=_published_check_dapo_answer)
+def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", answer_column: str = "answer",
+                      **columns: Any) -> list[float | None]:
     """DAPO grading: +1.0 when the last ``Answer:`` line (last 300 characters)
     matches the gold, else -1.0.
 
@@ -312,11 +381,6 @@ def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", mode: st
     ...     check_dapo_answer(["Answer: 10\\\\%"], answer=["10"], mode="faithful")
     ([1.0], [-1.0])
     """
-    faithful = check_mode(mode)
-    golds = columns.get(answer_column)
-    if faithful:
-        return score_batch(completions, published.dapo_verl_score, golds, True, faithful)
-
     def score(text: str, gold: str) -> float:
         guess = extract_dapo_answer(text)
         if guess is None:
@@ -328,26 +392,43 @@ def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", mode: st
             return 1.0
         return -1.0
 
-    return score_batch(completions, score, golds, True, faithful)
+    return score_batch(completions, score, columns.get(answer_column), True)
 
 
 # ---------------------------------------------------------------------------------
-# Optional penalties
+# Optional penalties. Where TRL ships the same rule (trl.rewards), its function computes
+# it; ours adds only what TRL's does not do, named in each docstring.
 # ---------------------------------------------------------------------------------
+def _trl_rewards() -> Any:
+    try:
+        import trl.rewards
+    except ImportError:
+        raise InputError("this penalty uses TRL's reward functions: pip install 'aha-recipes[train]'") from None
+    return trl.rewards
+
+
+@layer()
 def length_penalty(completions: Any, completion_ids: Any = None, *, max_length: int = 1024,
                    scale: float = 1.0, **columns: Any) -> list[float | None]:
     """0 up to ``max_length``, then falling linearly to ``-scale`` at twice that.
 
-    Length is in tokens when TRL passes ``completion_ids``, else in characters.
+    This is TRL's soft overlong punishment (DAPO, Eq. 13) with L_max = 2 x
+    ``max_length`` and L_cache = ``max_length``, scaled by ``scale``. What ours adds:
+    without TRL's ``completion_ids`` it counts characters, so it also scores text
+    from the preflight and ``aha rewards explain``.
 
     >>> length_penalty(["a" * 10, "a" * 15, "a" * 40], max_length=10)
     [0.0, -0.5, -1.0]
     """
+    overlong = _trl_rewards().get_soft_overlong_punishment(2 * max_length, max_length)
     lengths = _lengths(completions, completion_ids)
-    # "+ 0.0" turns -0.0 into 0.0 for the logs
-    return [None if n is None else -scale * min(1.0, max(0, n - max_length) / max_length) + 0.0 for n in lengths]
+    # TRL's rule reads only each completion's length, so a range of that length stands in for its ids.
+    scores = overlong([range(n) for n in lengths if n is not None])
+    it = iter(scores)
+    return [None if n is None else scale * next(it) + 0.0 for n in lengths]  # "+ 0.0": -0.0 reads 0.0 in logs
 
 
+@layer()
 def truncation_penalty(completions: Any, completion_ids: Any = None, *, max_completion_length: int | None = None,
                        penalty: float = -1.0, **columns: Any) -> list[float | None]:
     """``penalty`` for a completion that used all ``max_completion_length`` tokens.
@@ -363,16 +444,21 @@ def truncation_penalty(completions: Any, completion_ids: Any = None, *, max_comp
             for n in _lengths(completions, completion_ids, tokens_only=True)]
 
 
+@layer()
 def repetition_penalty(completions: Any, *, ngram: int = 4, scale: float = 1.0, **columns: Any) -> list[float | None]:
     """``-scale`` times the share of repeated word n-grams (0 for no repetition).
+
+    TRL's repetition penalty (``trl.rewards.get_repetition_penalty_reward``) computes
+    it; ours feeds it the completion's words rather than its token ids, so the score
+    does not depend on the tokenizer and works on any text.
 
     >>> repetition_penalty(["one two three four five six", "a b a b a b"], ngram=2)
     [0.0, -0.6]
     """
+    repeated = _trl_rewards().get_repetition_penalty_reward(ngram_size=ngram, max_penalty=-abs(scale))
+
     def score(text: str) -> float:
-        words = text.split()
-        grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
-        return -scale * (1 - len(set(grams)) / len(grams)) + 0.0 if grams else 0.0
+        return repeated(completion_ids=[text.split()])[0] + 0.0
 
     return [None if v is None else round(v, 6) for v in score_batch(completions, score)]
 
@@ -396,7 +482,7 @@ def _lengths(completions: Any, completion_ids: Any, tokens_only: bool = False) -
     return out
 
 
-LAYERS = {
+LAYERS: dict[str, Layer] = {
     fn.__name__: fn
     for fn in (
         format_exact, format_approximate, xml_count, xml_strict_format, xml_soft_format,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from aha.formats import InputError, get_format
 
-from .core import ERRORS, check_mode, log
+from .core import ErrorTally, log, tallied
 from .layers import LAYERS
 
 RewardFn = Callable[..., list]
@@ -51,27 +52,29 @@ def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **opti
     layer_name = PUBLISHED_NAMES.get(name, name)
     if layer_name not in LAYERS:
         raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
-    faithful = check_mode(mode)
-    layer = LAYERS[layer_name]
-    accepted = inspect.signature(layer).parameters
-    unknown = sorted(k for k in options if k not in accepted)
+    impl = LAYERS[layer_name].for_mode(mode)  # the mode is chosen here, once
+    accepted = inspect.signature(impl).parameters
+    unknown = sorted(k for k in options if k not in accepted and k != "mode")
     if unknown:
-        keyword_only = [p for p, v in accepted.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+        keyword_only = [p for p, v in inspect.signature(LAYERS[layer_name]).parameters.items()
+                        if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "mode"]
         raise InputError(f"reward {layer_name!r} has no option(s) {unknown}; options: {keyword_only}")
-    bound = dict(options)
+    bound = {k: v for k, v in options.items() if k != "mode"}
     if "format" in accepted:
         bound["format"] = get_format(format)
-        bound["mode"] = mode
-    # Fail now, not at the first training step, on a format the layer cannot read.
-    LAYERS[layer_name]([], **bound)
-
-    return Reward(layer_name, bound, _PUBLISHED_BY_LAYER.get(layer_name, layer_name) if faithful else layer_name)
+    impl([], **bound)  # fail now, not at the first training step, on a format the layer cannot read
+    name_shown = _PUBLISHED_BY_LAYER.get(layer_name, layer_name) if mode == "faithful" else layer_name
+    return Reward(layer_name, mode, bound, name_shown)
 
 
 class Reward:
-    """A reward layer with its format, mode and options bound: a plain callable with TRL's
+    """A reward layer with its mode, format and options bound: a plain callable with TRL's
     signature, ``reward(completions, **columns) -> list[float | None]``. A class rather than
     a closure so it pickles (TRL's async GRPO sends rewards to other processes).
+
+    It counts the completions its layer raised on (they score None) in ``errors``; each
+    call keeps its own tally, so rewards scoring at once in several threads never mix
+    their counts.
 
     >>> import pickle
     >>> fn = pickle.loads(pickle.dumps(get_reward("check_number")))
@@ -79,27 +82,42 @@ class Reward:
     ('check_number', [3.5])
     """
 
-    def __init__(self, layer_name: str, bound: dict[str, Any], name: str):
-        self.layer_name, self.bound = layer_name, bound
+    def __init__(self, layer_name: str, mode: str, bound: dict[str, Any], name: str):
+        self.layer_name, self.mode, self.bound = layer_name, mode, bound
         self.__name__ = self.__qualname__ = name
         self.__doc__ = LAYERS[layer_name].__doc__
         self.errors = 0  # completions on which the layer raised (scored None), over this object's life
-        self._said_all_failed = False
+        self._lock = threading.Lock()
+        self._said_traceback = self._said_all_failed = False
 
     def __call__(self, completions: Any = None, **columns: Any) -> list:
-        before = sum(ERRORS.values())
-        scores = LAYERS[self.layer_name](completions, **{**columns, **self.bound})
-        failed = sum(ERRORS.values()) - before
-        if failed and failed == len(scores) and not self._said_all_failed:
-            self._said_all_failed = True
-            log.warning("reward %s raised on every completion of a batch (%d): it gives GRPO no signal", self.__name__,
-                        failed)
-        self.errors += failed
+        impl = LAYERS[self.layer_name].for_mode(self.mode)
+        tally = ErrorTally()
+        scores = tallied(lambda: impl(completions, **{**columns, **self.bound}), tally)
+        if tally.count:
+            with self._lock:
+                self.errors += tally.count
+                first, self._said_traceback = not self._said_traceback, True
+                every = tally.count == len(scores) and not self._said_all_failed
+                self._said_all_failed = self._said_all_failed or every
+            if first:
+                log.warning("reward %s raised on a completion; it scores None there and every such error is counted. "
+                            "First traceback:\n%s", self.__name__, tally.first_traceback)
+            if every:
+                log.warning("reward %s raised on every completion of a batch (%d): it gives GRPO no signal",
+                            self.__name__, tally.count)
         return scores
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={getattr(v, 'name', v)!r}" for k, v in self.bound.items())
-        return f"Reward({self.__name__}: {self.layer_name}({options}))"
+        return f"Reward({self.__name__}: {self.layer_name}[{self.mode}]({options}))"
 
 
 def published_rewards(recipe: str, mode: str = "faithful", **options: Any) -> list[RewardFn]:
@@ -113,6 +131,6 @@ def published_rewards(recipe: str, mode: str = "faithful", **options: Any) -> li
     fmt, names = PUBLISHED_RECIPES[recipe]
     out = []
     for name in names:
-        accepted = inspect.signature(LAYERS[name]).parameters
+        accepted = inspect.signature(LAYERS[name].for_mode(mode)).parameters
         out.append(get_reward(name, format=fmt, mode=mode, **{k: v for k, v in options.items() if k in accepted}))
     return out

@@ -23,7 +23,7 @@ def qwen3_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory, qwen3_tokenizer):
     """A 2-layer Qwen3 with random weights (seeded) and the real Qwen3 tokenizer, saved to disk."""
-    from aha.recipes.models import build_tiny_qwen3
+    from aha.recipes.training.models import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 

@@ -34,7 +34,7 @@ BAD_SETS = [
     ("grpo.num_generations=1", "grpo.num_generations must be >= 2"),
     ("grpo.temperature=0", "grpo.temperature must be > 0"),
     ("grpo.top_p=1.5", "grpo.top_p must be > 0 and <= 1"),
-    ("lora.r=0", "lora.r must be at least 1, not 0"),
+    ("lora.r=0", "lora.r must be >= 1, not 0"),
     ("eval.max_new_tokens=0", "eval.max_new_tokens must be >= 1"),
     ("grpo.max_steps=[1", "--set grpo.max_steps: the value '[1' is not valid YAML"),
     ("name=/tmp/x", "name must be a plain name"),
@@ -43,7 +43,7 @@ BAD_SETS = [
     ("grpo.hub_token=hf_abc", "secrets never go in a recipe"),
     ("grpo.select=sometimes", "grpo.select must be one of all, learnable"),
     ("grpo.preflight_prompts=0", "grpo.preflight_prompts must be"),
-    ("grpo.prompt_percentile=0", "grpo.prompt_percentile must be in (0, 100]"),
+    ("grpo.prompt_percentile=0", "grpo.prompt_percentile must be > 0 and <= 100, not 0"),
 ]
 
 # Each case: argv (FILE = the corpus file, OUT = a fresh output folder), and what the message must say.

@@ -43,12 +43,14 @@ def test_internal_error_keeps_its_traceback_in_run_log(capsys, tmp_path, monkeyp
     error and run.log, the full traceback in run.log, and the stage is not marked done."""
     import json
 
-    from aha.recipes import runner
+    import dataclasses
 
-    def broken_stage(run, backend, fmt):
+    from aha.recipes.stages import table
+
+    def broken_stage(ctx):
         return {}["no such key"]  # a bug in a stage, as a KeyError from deep inside would be
 
-    monkeypatch.setitem(runner.STAGE_FUNCS, "eval-before", broken_stage)
+    monkeypatch.setitem(table.BY_NAME, "eval-before", dataclasses.replace(table.EVAL_BEFORE, run=lambda: broken_stage))
     out = tmp_path / "run"
     assert main(["run", "tiny-qwen3-smoke", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 
 from aha.formats import get_format
-from aha.recipes.load import recipe_from_dict
-from aha.recipes.schema import RecipeError
-from aha.recipes.preflight import (
+from aha.recipes.config.load import recipe_from_dict
+from aha.recipes.config.schema import RecipeError
+from aha.recipes.stages.preflight import (
     advantage_shares, analyse, check_verdicts, layer_kind, prompts_needed, score_group, selected_rows, verdicts,
 )
-from aha.recipes.report import moving_average, reward_curves
-from aha.recipes.train import AnswerPassRate, RewardWatch
+from aha.recipes.stages.report import moving_average, reward_curves
+from aha.recipes.training.trainers import PassRateLogged, RewardWatch
 from aha.rewards import get_reward
 
 FMT = get_format("unsloth")
@@ -194,19 +194,25 @@ def test_reward_watch_format_reward_never_rising():
     assert _feed(_watch(warn_format_after_steps=5), rising) == []
 
 
-def test_answer_pass_rate_monitor_is_the_evals_strict_verdict():
+def test_pass_rate_is_logged_through_trl_log_metric_as_the_evals_strict_verdict():
     from aha.eval import grade
 
-    monitor = AnswerPassRate(FMT)
+    reward = get_reward("check_answer_numeric", format=FMT)
+    logged = PassRateLogged(reward, FMT)
     texts = [RIGHT, WRONG, OFF_FORMAT, "4", TRUNCATED, RIGHT.replace("4</", r"\boxed{4}</"), RIGHT + "<|im_end|>"]
-    assert monitor(texts, answer=["4"] * len(texts)) == [float(grade(t, "4", FMT)["strict"]) for t in texts]
-    assert monitor([RIGHT, WRONG], answer=["4", "4"]) == [1.0, 0.0]
+    metrics = []
+    scores = logged(texts, answer=["4"] * len(texts), log_metric=lambda name, value: metrics.append((name, value)))
+    assert scores == reward(texts, answer=["4"] * len(texts)) and logged.__name__ == reward.__name__
+    strict = [grade(t, "4", FMT)["strict"] for t in texts]
+    assert metrics == [("answer_pass", sum(strict) / len(texts))]
+    logged([RIGHT, WRONG], answer=["4", "4"], log_metric=lambda name, value: metrics.append((name, value)))
+    assert metrics[-1] == ("answer_pass", 0.5)
 
 
 # ----- the report's curves -------------------------------------------------------------------------------------
 def test_reward_curves_draw_a_moving_average(tmp_path):
     history = [{"step": i, "reward": (13 if i % 2 else -3), "rewards/format_exact/mean": 1.0 + 0.01 * i,
-                "rewards/answer_pass/mean": 0.4 + 0.01 * i} for i in range(1, 21)]
+                "answer_pass": 0.4 + 0.01 * i} for i in range(1, 21)]
     assert reward_curves(history, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
     smooth = moving_average([h["reward"] for h in history], 4)
     assert max(smooth[3:]) - min(smooth[3:]) <= 4  # the -3 .. 13 swing averages out to 5 +- 3
@@ -247,8 +253,8 @@ def test_grpo_moves_the_policy_towards_its_reward(tmp_path, tiny_qwen3, sign):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from aha.recipes.models import load_for_training, lora_config
-    from aha.recipes.train import grpo_trainer, train_and_save
+    from aha.recipes.training.models import load_for_training, lora_config
+    from aha.recipes.training.trainers import grpo_trainer, train_and_save
 
     torch.manual_seed(0)
     temperature = 0.03
@@ -262,7 +268,7 @@ def test_grpo_moves_the_policy_towards_its_reward(tmp_path, tiny_qwen3, sign):
     prompts = ["What is 2 + 2?", "Name a colour."]
     rows = [{"prompt": p, "answer": "4", "id": str(i)} for i, p in enumerate(prompts)] * 8
     before = _even_mass(AutoModelForCausalLM.from_pretrained(tiny_qwen3), tokenizer, prompts, temperature)
-    trainer, _ = grpo_trainer(recipe, model, tokenizer, FMT, rows, 8, tmp_path, peft_config=lora_config(recipe),
+    trainer, _ = grpo_trainer(recipe, model, tokenizer, FMT, rows, 4, tmp_path, peft_config=lora_config(recipe),
                               rewards=([_first_token_even(sign)], [1.0]))
     train_and_save(trainer, tmp_path)
     logged = [r["rewards/first_token_even/mean"] for r in trainer.state.log_history

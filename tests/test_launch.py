@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aha.recipes.cli import main
-from aha.recipes.validate import global_batch
+from aha.recipes.config.trl_args import global_batch
 
 SMOKE = ["tiny-qwen3-smoke", "--set", "grpo.max_steps=3", "--set", "eval.sampled_k=0"]
 SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-qwen3-smoke.yaml"
@@ -84,7 +84,7 @@ def test_shipped_configs_are_accepted_by_accelerate(name, kind):
     """accelerate parses each shipped config as `accelerate launch` would, with our process count."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-    from aha.recipes.launch import accelerate_config
+    from aha.recipes.launch.commands import accelerate_config
 
     args = launch_command_parser().parse_args(["--config_file", str(accelerate_config(name)), "--num_processes", "4",
                                                "train.py"])
@@ -133,7 +133,7 @@ def test_vllm_server_mode(capsys, tmp_path):
     import dataclasses
 
     from aha.recipes.api import load_recipe
-    from aha.recipes.launch import vllm_serve_command
+    from aha.recipes.launch.commands import vllm_serve_command
 
     recipe = load_recipe("tiny-qwen3-smoke")
     served = dataclasses.replace(recipe, model=dataclasses.replace(
@@ -158,7 +158,7 @@ def test_fsdp2_on_cpu_processes(tmp_path):
     import yaml
     from safetensors.torch import load_file
 
-    from aha.recipes.launch import accelerate_config
+    from aha.recipes.launch.commands import accelerate_config
 
     config = yaml.safe_load(accelerate_config("fsdp2").read_text())
     config["mixed_precision"] = "no"

@@ -47,7 +47,7 @@ def test_imports_point_one_way(package):
     import pathlib
 
     folder = pathlib.Path(importlib.import_module(f"aha.{package}").__file__).parent
-    for path in folder.glob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else (
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])

@@ -120,19 +120,32 @@ def test_a_layer_that_raises_is_counted_and_its_traceback_logged_once(caplog):
     import logging
     import pickle
 
-    from aha.rewards import ERRORS
-
     fn = get_reward("check_answer_numeric", format=_format_that_breaks())
-    before = sum(ERRORS.values())
     ok, bad = "x<end_working_out><SOLUTION>34</SOLUTION>", "x<end_working_out><SOLUTION>boom</SOLUTION>"
     with caplog.at_level(logging.WARNING, logger="aha"):
         assert fn([ok, bad, bad], answer=["34"] * 3) == [5.0, None, None]
         fn([bad], answer=["34"])
-    assert fn.errors == 3 and sum(ERRORS.values()) - before == 3
+    assert fn.errors == 3
     tracebacks = [r for r in caplog.records if "First traceback" in r.getMessage()]
     assert len(tracebacks) <= 1 and all("a bug in the answer reader" in r.getMessage() for r in tracebacks)
     assert any("raised on every completion of a batch" in r.getMessage() for r in caplog.records)
     assert pickle.loads(pickle.dumps(get_reward("format_exact")))(["<end_working_out><SOLUTION>1</SOLUTION>"]) == [3.0]
+
+
+def test_rewards_scoring_at_once_keep_their_own_error_counts():
+    """Each Reward counts only the completions its own layer raised on, also when several
+    rewards score at the same moment in different threads (TRL may score in threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    broken = _format_that_breaks()
+    failing = get_reward("check_answer_numeric", format=broken)
+    healthy = get_reward("check_number", format="unsloth")
+    bad = ["x<end_working_out><SOLUTION>boom</SOLUTION>"] * 7
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(f, bad, answer=["4"] * 7) for _ in range(20) for f in (failing, healthy)]
+        for job in jobs:
+            job.result()
+    assert failing.errors == 20 * 7 and healthy.errors == 0
 
 
 def test_reward_watch_reports_reward_errors(caplog):
@@ -140,7 +153,7 @@ def test_reward_watch_reports_reward_errors(caplog):
     from types import SimpleNamespace
 
     from aha.recipes import load_recipe
-    from aha.recipes.train import RewardWatch
+    from aha.recipes.training.trainers import RewardWatch
 
     fn = get_reward("check_answer_numeric", format=_format_that_breaks())
     watch = RewardWatch(load_recipe("tiny-qwen3-smoke"), [fn, get_reward("format_exact")], max_completion_length=8)

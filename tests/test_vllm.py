@@ -80,7 +80,7 @@ def test_grpo_rollout_engine_sees_the_trained_weights(engine, tiny_qwen3, tiny_a
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from aha.recipes.vllm_sync import install_cpu_weight_sync
+    from aha.recipes.training.vllm_sync import install_cpu_weight_sync
     from aha.rewards import get_reward
 
     engine.close()  # one engine at a time on this small machine
@@ -159,8 +159,8 @@ def demo_with_lora(tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from aha.recipes.schema import ModelConfig
-    from aha.recipes.models import prepare_base
+    from aha.recipes.config.schema import ModelConfig
+    from aha.recipes.training.models import prepare_base
 
     import importlib.util
 

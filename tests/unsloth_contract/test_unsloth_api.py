@@ -14,7 +14,7 @@ import pytest
 
 unsloth = pytest.importorskip("unsloth", reason="the Unsloth contract runs in its own venv (scripts/dev.sh)")
 
-BACKEND = Path(__file__).resolve().parents[2] / "recipes" / "unsloth_backend.py"
+BACKEND = Path(__file__).resolve().parents[2] / "recipes" / "training" / "unsloth_backend.py"
 
 
 def _calls(method: str) -> list[ast.Call]:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from aha.eval import Sampling, grade, pass_at_k
+from aha.eval.stats import quantile
 from aha.formats import Format
 
-from .schema import Recipe, RecipeError
-from .data import grpo_seed
+from ..config.schema import Recipe, RecipeError
+from ..config.trl_args import global_batch, grpo_seed
 
 log = logging.getLogger("aha")
 PREFLIGHT_FILE = "preflight.json"
@@ -35,19 +36,16 @@ SELECTED_FILE = "selected.json"
 
 def grpo_sampling(recipe: Recipe, max_completion_length: int) -> Sampling:
     """Exactly how GRPO will sample: its temperature, top_p, top_k, min_p, group size and length."""
-    trl = recipe.grpo.trl
-    return Sampling(max_new_tokens=max_completion_length, temperature=float(trl.get("temperature", 1.0)),
-                    top_p=float(trl.get("top_p", 1.0)), top_k=max(0, int(trl.get("top_k") or 0)),
-                    min_p=float(trl.get("min_p") or 0.0), n=int(trl.get("num_generations", 8)),
-                    seed=grpo_seed(recipe))
+    args = recipe.grpo.args
+    return Sampling(max_new_tokens=max_completion_length, temperature=float(args.temperature),
+                    top_p=float(args.top_p), top_k=max(0, int(args.top_k or 0)), min_p=float(args.min_p or 0.0),
+                    n=int(args.num_generations), seed=grpo_seed(recipe))
 
 
-def prompts_needed(recipe: Recipe) -> int:
-    """Distinct prompts GRPO consumes: steps x (completions per step / completions per prompt)."""
-    trl = recipe.grpo.trl
-    steps = int(trl.get("max_steps", -1))
-    per_step = int(trl.get("per_device_train_batch_size", 8)) * int(trl.get("gradient_accumulation_steps", 1))
-    return max(1, math.ceil(steps * per_step / int(trl.get("num_generations", 8)))) if steps > 0 else 0
+def prompts_needed(recipe: Recipe, processes: int = 1) -> int:
+    """Distinct prompts GRPO consumes: steps x prompts per optimizer step (0: it trains by epochs)."""
+    steps = int(recipe.grpo.args.max_steps)
+    return steps * global_batch(recipe, processes)[1] if steps > 0 else 0
 
 
 def layer_kind(name: str) -> str:
@@ -100,13 +98,6 @@ def _histogram(xs: list[float], bins: int = 10) -> dict[str, list[float]]:
     return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
 
 
-def _quantile(xs: list[int], q: float) -> int | None:
-    if not xs:
-        return None
-    ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-
-
 def advantage_shares(groups: list[dict[str, Any]], names: list[str], weights: list[float]) -> dict[str, float] | None:
     """Each layer's share of the variance of GRPO's (unscaled) advantages.
 
@@ -155,7 +146,7 @@ def analyse(groups: list[dict[str, Any]], names: list[str], weights: list[float]
         "flat_group_share": sum(1 for g in groups if max(g["total"]) - min(g["total"]) < 1e-9) / len(groups),
         "truncation_rate": _mean([float(t) for t in flat("truncated")]),
         "eos_rate": len(finished) / len(totals),
-        "finished_length": {"p50": _quantile(finished, 0.5), "p90": _quantile(finished, 0.9),
+        "finished_length": {"p50": quantile(finished, 0.5), "p90": quantile(finished, 0.9),
                             "max": max(finished, default=None)},
         "format_rate": _mean([float(x) for x in flat("format_ok")]),
         "rewrites_prefill_rate": _mean([float(x) for x in flat("rewrites_prefill")]),
@@ -189,7 +180,7 @@ def verdicts(stats: dict[str, Any], recipe: Recipe, fmt: Format) -> list[dict[st
     trunc, fl = stats["truncation_rate"], stats["finished_length"]
     if trunc > 0.2:
         level = "fatal" if trunc > recipe.grpo.warn_truncated_ratio else "warn"
-        need = (f"finished ones need up to {fl['max']} (median {fl['p50']})" if fl["max"] is not None
+        need = (f"finished ones need up to {fl['max']} (median {fl['p50']:g})" if fl["max"] is not None
                 else "none finished")
         if fl["max"] is not None and fl["max"] >= 0.9 * max_len:
             need += ", and the limit cuts the longer ones short"
@@ -267,7 +258,7 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
                      "candidates": len(rows)}
         if 0 < len(selected) < needed:
             found.append({"level": "warn", "code": "few-learnable",
-                          "message": f"{len(selected)} learnable prompts for the {needed} that {g.trl.get('max_steps')} "
+                          "message": f"{len(selected)} learnable prompts for the {needed} that {g.args.max_steps} "
                                      f"steps use: each is seen about {needed / len(selected):.1f} times"})
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"stats": stats, "verdicts": found, "selection": selection, "sampling": vars(sampling),
@@ -324,6 +315,10 @@ def plot_preflight(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def to_markdown(report: dict[str, Any]) -> list[str]:
     s = report["stats"]
     k = s["group_size"]
@@ -335,7 +330,8 @@ def to_markdown(report: dict[str, Any]) -> list[str]:
              f"| prompts never / sometimes / always right | {s['never_right']} / {s['mixed']} / {s['always_right']} |",
              f"| groups with equal rewards (no signal) | {s['flat_group_share']:.0%} |",
              f"| truncated / finished with EOS | {s['truncation_rate']:.0%} / {s['eos_rate']:.0%} |",
-             f"| finished length p50 / p90 / max | {s['finished_length']['p50']} / {s['finished_length']['p90']} / "
+             f"| finished length p50 / p90 / max | {_num(s['finished_length']['p50'])} / "
+             f"{_num(s['finished_length']['p90'])} / "
              f"{s['finished_length']['max']} |",
              f"| format followed | {s['format_rate']:.0%} |", "",
              "| layer | kind | mean | std | share of advantage variance |", "|---|---|---|---|---|"]
@@ -353,21 +349,6 @@ def to_markdown(report: dict[str, Any]) -> list[str]:
         lines += [""] + [f"- **{v['level']}** ({v['code']}): {v['message']}" for v in report["verdicts"]]
     lines += ["", "![preflight](preflight/preflight.png)"]
     return lines
-
-
-# ----- glue for the backends --------------------------------------------------------------------------------
-def preflight_stage(recipe: Recipe, fmt: Format, generator: Any, problems: list[Any], out_dir: Path) -> dict[str, Any]:
-    """The preflight on the prompts GRPO would get, with the generator of GRPO's starting policy."""
-    from aha.eval.backends import prompts_per_batch_for
-
-    from .data import grpo_rows
-    from .train import completion_length, reward_functions
-
-    tokenizer = generator.tokenizer
-    rows, longest = grpo_rows(recipe, fmt, tokenizer, problems)
-    funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
-    with prompts_per_batch_for(generator, int(recipe.grpo.trl.get("num_generations", 8))):
-        return run_preflight(recipe, fmt, generator, rows, completion_length(recipe, longest), funcs, weights, out_dir)
 
 
 def selected_rows(rows: list[dict[str, Any]], folder: Path | None) -> list[dict[str, Any]]:

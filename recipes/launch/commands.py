@@ -1,6 +1,6 @@
 """From one GPU to a node with the same recipe: the command lines aha builds for
 ``accelerate launch`` (DDP, DeepSpeed ZeRO-2/3, FSDP2, with the configs shipped in
-``recipes/accelerate/``) and for TRL's ``vllm-serve`` (GRPO rollouts on a separate GPU).
+``recipes/launch/accelerate/``) and for TRL's ``vllm-serve`` (GRPO rollouts on a separate GPU).
 Nothing here distributes anything itself: accelerate, TRL and vLLM do."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .schema import Recipe, RecipeError
-from .validate import check_global_batch
+from ..config.schema import Recipe, RecipeError
+from ..config.trl_args import check_global_batch
 
 CONFIG_DIR = Path(__file__).parent / "accelerate"
 CONFIGS = ("ddp", "zero2", "zero3", "fsdp2")
@@ -47,7 +47,7 @@ def vllm_serve_command(recipe: Recipe, base: str) -> list[str]:
     """``trl vllm-serve`` for the recipe's model, as GRPO in server mode expects it: the base
     weights (TRL syncs the trained LoRA into them each step, merged), the recipe's dtype,
     maximum length, GPU share, host and port."""
-    from .models import resolve_dtype
+    from ..training.models import resolve_dtype
 
     m = recipe.model
     dtype = resolve_dtype(m.dtype)

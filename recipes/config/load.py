@@ -1,7 +1,10 @@
 """Recipe YAML -> :class:`Recipe`: read the file, apply ``--set key=value`` overrides,
-sort each section's keys into ours and TRL's, coerce types, then validate.
+sort each section's keys into ours and TRL's, coerce each value to its field's type,
+then validate.
 
-Nothing here imports a model library; TRL is read for its config fields only.
+YAML 1.1 reads ``off``, ``no`` and ``on`` as booleans. Here such a word stays a word
+until its field says what it is: a string field (``grpo.preflight: off``) takes the word
+as written, a boolean field its truth value.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .schema import TRL_CLASS, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage
 from .validate import validate
@@ -26,6 +31,42 @@ _REFUSED = {"push_to_hub": "aha publishes through export.push_to_hub (one way to
             "hub_model_id": "aha publishes through export.push_to_hub"}
 
 
+class YamlWord(str):
+    """A YAML boolean as it was written (``off``), with the value YAML gives it (``False``)."""
+
+    value: bool
+
+    def __new__(cls, text: str, value: bool) -> YamlWord:
+        word = super().__new__(cls, text)
+        word.value = value
+        return word
+
+
+class _WordLoader(yaml.SafeLoader):
+    """SafeLoader that keeps boolean words as :class:`YamlWord`."""
+
+
+def _bool_word(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> YamlWord:
+    return YamlWord(node.value, yaml.SafeLoader.construct_yaml_bool(loader, node))
+
+
+_WordLoader.add_constructor("tag:yaml.org,2002:bool", _bool_word)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_WordLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every :class:`YamlWord` turned into its truth value."""
+    if isinstance(value, YamlWord):
+        return value.value
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply ``key.sub=value`` overrides, validate everything."""
@@ -33,15 +74,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The recipe as a plain mapping with the overrides applied; not validated (that imports
-    TRL, and Unsloth must be imported before TRL when the recipe uses it)."""
-    import yaml
-
+    """The recipe as a mapping with the overrides applied; not validated (that imports TRL,
+    and Unsloth must be imported before TRL when the recipe uses it)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"no such recipe file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not UTF-8 text, so not a recipe") from None
     except yaml.YAMLError as err:
@@ -56,8 +95,6 @@ def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> di
 
 def apply_override(data: dict[str, Any], item: str) -> None:
     """``grpo.learning_rate=1e-5`` -> data["grpo"]["learning_rate"] = 1e-05 (YAML-typed)."""
-    import yaml
-
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set takes key=value, not {item!r}")
@@ -68,7 +105,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: {part} is not a section")
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
 
@@ -84,14 +121,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
-    own = {f.name for f in dataclasses.fields(cls)}
+    own = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
     kwargs: dict[str, Any] = {}
     stage = next((k for k, v in _STAGE_OWN.items() if v is cls), None)
     trl_fields = _trl_fields(stage) if stage else {}
     trl: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if stage and key not in own and key != "trl":
+        if stage and key not in own:
             if key not in trl_fields:
                 raise RecipeError(f"unknown key {path!r}: neither one of ours ({', '.join(sorted(own - {'trl'}))}) "
                                   f"nor a TRL {TRL_CLASS[stage]} field")
@@ -99,11 +136,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
                 raise RecipeError(f"{path}: set by the runner from the recipe; do not set it here")
             if key in _REFUSED:
                 raise RecipeError(f"{path}: not allowed here: {_REFUSED[key]}")
-            trl[key] = _coerce(value, trl_fields[key], path)
+            trl[key] = _coerce(plain(value), trl_fields[key], path)
             continue
         if key not in own:
             raise RecipeError(f"unknown key {path!r}; known here: {', '.join(sorted(own))}")
-        kwargs[key] = _coerce(value, hints[key], path)
+        kwargs[key] = _coerce(value, hints[key], path) if key != "trl" else plain(value)
     if stage:
         kwargs["trl"] = {**kwargs.get("trl", {}), **trl}
     try:
@@ -113,8 +150,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """``value`` as the type ``hint`` says, or a RecipeError naming ``path``."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, YamlWord) and not _wants_text(hint):
+        value = value.value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -126,10 +166,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 errors.append(err)
         raise errors[0] if errors else RecipeError(f"{path}: unexpected {_show(value)}")
     if hint is Any or hint is typing.Any:
-        return value
+        return plain(value)
     if dataclasses.is_dataclass(hint):
         if hint is RewardSpec and isinstance(value, str):
-            value = {"name": value}
+            value = {"name": str(value)}
         return _build(hint, value, path)
     if origin in (list, typing.List):  # noqa: UP006
         if not isinstance(value, list):
@@ -138,11 +178,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if origin in (dict, typing.Dict):  # noqa: UP006
         if not isinstance(value, dict):
             raise RecipeError(f"{path}: expected a mapping, got {_show(value)}")
-        return dict(value)
+        return plain(dict(value))
     if origin is typing.Literal:
         if value not in args:
-            raise RecipeError(f"{path}: must be one of {list(args)}, not {_show(value)}")
-        return value
+            raise RecipeError(f"{path} must be one of {', '.join(map(str, args))}, not {_show_value(value)}")
+        return str(value) if isinstance(value, YamlWord) else value
     if hint is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{path}: expected true/false, got {_show(value)}")
@@ -163,7 +203,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise RecipeError(f"{path}: expected a string, got {_show(value)}")
-        return value
+        return str(value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         try:
             return hint(value).value
@@ -172,9 +212,25 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value  # types we do not check (TRL's richer fields) go to TRL, which checks them
 
 
+def _wants_text(hint: Any) -> bool:
+    """Does a field of this type take a YAML boolean word as text (a string or a Literal of strings)?"""
+    if hint is str:
+        return True
+    if typing.get_origin(hint) is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(hint) if a is not type(None)]
+        return bool(arms) and all(_wants_text(a) for a in arms)
+    return False
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}"
+
+
+def _show_value(value: Any) -> str:
+    return repr(str(value) if isinstance(value, YamlWord) else value)[:40]
 
 
 def _trl_fields(stage: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .schema import ModelConfig, RecipeError
+from ..config.schema import ModelConfig, RecipeError, unsloth_refusal
 
 log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,25 +22,22 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
     """``auto`` -> unsloth when CUDA and unsloth are both present and Unsloth can load the
-    model, else hf (said in the log on a CUDA machine). Built-in models and GGUF files go
-    through our own loader, which Unsloth's ``from_pretrained`` does not know."""
+    model (:func:`aha.recipes.config.schema.unsloth_refusal`), else hf (said in the log on
+    a CUDA machine). ``unsloth`` where it cannot run is refused in one line."""
     import torch
 
     cuda = torch.cuda.is_available()
     has_unsloth = importlib.util.find_spec("unsloth") is not None
-    ours = model is not None and (model.name.startswith("builtin:") or bool(model.gguf_file))
+    refusal = unsloth_refusal(model) if model is not None else None
     if requested == "auto":
-        if cuda and has_unsloth and not ours:
+        if cuda and has_unsloth and not refusal:
             return "unsloth"
         if cuda:
-            log.info("backend auto -> hf: %s", "unsloth is not installed" if not has_unsloth else
-                     f"{model.name if model else 'this model'} loads through aha's own loader (built-in or GGUF), "
-                     "which Unsloth cannot use")
+            log.info("backend auto -> hf: %s", "unsloth is not installed" if not has_unsloth else refusal)
         return "hf"
     if requested == "unsloth":
-        if ours:
-            raise RecipeError(f"model.backend unsloth cannot load {model.name}{' (GGUF)' if model.gguf_file else ''}: "
-                              "built-in models and GGUF files load through aha's own loader; use backend hf or auto")
+        if refusal:
+            raise RecipeError(refusal)
         if not cuda:
             raise RecipeError("model.backend unsloth needs a CUDA GPU and this machine has none; "
                               "use model.backend: hf (or auto)")
@@ -52,10 +49,11 @@ def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
 def unsloth_wanted(data: dict[str, Any]) -> bool:
     """Will this raw recipe mapping run on Unsloth? Decided before validation imports TRL."""
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    backend, name = model.get("backend", "auto"), str(model.get("name", ""))
+    backend, name = str(model.get("backend", "auto")), str(model.get("name", ""))
+    gguf = model.get("gguf_file")
     if backend == "unsloth":
         return True
-    if backend != "auto" or name.startswith("builtin:") or model.get("gguf_file"):
+    if backend != "auto" or unsloth_refusal(ModelConfig(name=name, gguf_file=str(gguf) if gguf else None)):
         return False
     import torch
 

@@ -1,6 +1,6 @@
-"""The two training stages, shared by both backends: SFT format warmup, then LoRA GRPO on
-top of its adapter. Each writes ``<stage>/adapter`` when done and checkpoints on the way,
-so a killed run resumes from its last checkpoint."""
+"""The trainers both backends use: TRL's SFTTrainer and GRPOTrainer built from the
+recipe's validated configs, training that resumes from its last complete checkpoint,
+and what GRPO logs and warns about while it runs."""
 
 from __future__ import annotations
 
@@ -15,32 +15,11 @@ from transformers import TrainerCallback
 from aha.formats import Format
 from aha.rewards import get_reward
 
-from .schema import Recipe
+from ..config.schema import Recipe
+from ..config.trl_args import for_run
 
 log = logging.getLogger("aha")
-
-
-def trl_args(recipe: Recipe, stage: str, out_dir: Path, **computed: Any) -> Any:
-    """The stage's TRL config: the recipe's fields as written, plus what the runner owns."""
-    import torch
-    import trl
-
-    from .data import grpo_seed
-    from .models import resolve_dtype
-
-    values = dict(getattr(recipe, stage).trl)
-    values.update(computed)
-    if not torch.cuda.is_available():
-        values["use_cpu"] = True
-    # Mixed precision follows the model's dtype (one rule: bf16 on Ampere+, fp16 on a T4/V100, fp32 on CPU);
-    # TRL would default bf16 on, which a T4 cannot run. A recipe's own bf16/fp16 win.
-    dtype = resolve_dtype(recipe.model.dtype)
-    values.setdefault("bf16", dtype == "bfloat16")
-    values.setdefault("fp16", dtype == "float16")
-    values.setdefault("report_to", "none")
-    cls = trl.SFTConfig if stage == "sft" else trl.GRPOConfig
-    seed = grpo_seed(recipe) if stage == "grpo" else recipe.seed
-    return cls(output_dir=str(out_dir / "checkpoints"), seed=seed, **values)
+PASS_RATE_METRIC = "answer_pass"  # logged per step: sampled completions that follow the format and are right
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
@@ -77,7 +56,7 @@ def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str,
     from datasets import Dataset
     from trl import SFTTrainer
 
-    args = trl_args(recipe, "sft", out_dir, max_length=recipe.sft.max_tokens)
+    args = for_run(recipe.sft.args, output_dir=str(out_dir / "checkpoints"))
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=peft_config)
 
@@ -96,67 +75,59 @@ def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tupl
 
 
 def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: list[dict[str, str]],
-                 longest_prompt: int, out_dir: Path, peft_config: Any = None,
-                 rewards: tuple[list[Any], list[float]] | None = None, **vllm_args: Any) -> tuple[Any, Any]:
-    """The GRPOTrainer and its RewardWatch; ``vllm_args`` (use_vllm, vllm_mode) come from the backend.
-    ``rewards`` (functions, weights) replaces the recipe's reward list (Python API: your own rewards)."""
+                 max_completion_length: int, out_dir: Path, peft_config: Any = None,
+                 rewards: tuple[list[Any], list[float]] | None = None, **rollout: Any) -> tuple[Any, Any]:
+    """The GRPOTrainer and its RewardWatch; ``rollout`` (use_vllm, vllm_mode, ...) comes from
+    the backend. ``rewards`` (functions, weights) replaces the recipe's reward list (Python
+    API: your own rewards)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    computed: dict[str, Any] = dict(vllm_args)
-    max_len = completion_length(recipe, longest_prompt)
-    if recipe.grpo.trl.get("max_completion_length", "unset") is None:
-        computed["max_completion_length"] = max_len
-        log.info("grpo: max_completion_length = %d - %d = %d", recipe.model.max_seq_length, longest_prompt,
-                 computed["max_completion_length"])
     funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
                                                                                            tokenizer.eos_token)
-    watch = RewardWatch(recipe, funcs, max_len)
-    # Logged, never trained on (weight 0): the share of completions with the format followed and the answer right.
-    funcs.append(AnswerPassRate(fmt))
-    weights.append(0.0)
-    args = trl_args(recipe, "grpo", out_dir, reward_weights=weights, **computed)
+    watch = RewardWatch(recipe, funcs, max_completion_length)
+    funcs[0] = PassRateLogged(funcs[0], fmt)
+    if rewards:
+        rollout["reward_weights"] = weights
+    args = for_run(recipe.grpo.args, output_dir=str(out_dir / "checkpoints"),
+                   max_completion_length=max_completion_length, **rollout)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[watch])
-    log.info("grpo: the loss starts near 0 by construction (advantages are zero-mean per group); "
-             "watch the reward means, not the loss")
+    log.info("grpo: max_completion_length %d; the loss starts near 0 by construction (advantages are zero-mean "
+             "per group): watch the reward means, not the loss", max_completion_length)
     return trainer, watch
 
 
-def completion_length(recipe: Recipe, longest_prompt: int) -> int:
-    """GRPO's max_completion_length: as the recipe says, TRL's default when unset, or with
-    ``null`` the Unsloth recipe's rule (what the longest kept prompt leaves of max_seq_length)."""
-    import dataclasses
+class PassRateLogged:
+    """A reward function that also logs, through TRL's ``log_metric``, the share of the
+    batch's completions that follow the format with the right answer (the eval's
+    ``strict``). It scores exactly as the reward it wraps, under the same name."""
 
-    from trl import GRPOConfig
+    def __init__(self, reward: Any, fmt: Format):
+        self.reward, self.fmt = reward, fmt
+        self.__name__ = getattr(reward, "__name__", type(reward).__name__)
 
-    value = recipe.grpo.trl.get("max_completion_length", "unset")
-    if value is None:
-        return recipe.model.max_seq_length - longest_prompt
-    if value == "unset":
-        return next(f.default for f in dataclasses.fields(GRPOConfig) if f.name == "max_completion_length")
-    return int(value)
+    def __getattr__(self, name: str) -> Any:  # errors, layer_name, ...: the wrapped reward's
+        if name == "reward":
+            raise AttributeError(name)
+        return getattr(self.reward, name)
+
+    def __call__(self, completions: list[Any], log_metric: Any = None, **columns: Any) -> list:
+        scores = self.reward(completions=completions, **columns)
+        if log_metric is not None:
+            log_metric(PASS_RATE_METRIC, sum(strict_passes(self.fmt, completions, columns.get("answer"))) /
+                       max(1, len(completions)))
+        return scores
 
 
-class AnswerPassRate:
-    """1.0 when a completion follows the format and its answer is right (the eval's
-    ``strict``), else 0.0. Added with weight 0 so TRL logs it per step as
-    ``rewards/answer_pass/mean`` without changing what GRPO optimises."""
+def strict_passes(fmt: Format, completions: list[Any], answers: list[str] | None) -> list[bool]:
+    """Per completion: the format followed and the answer right (the eval's strict verdict)."""
+    from aha.formats import answers_match
+    from aha.rewards import completion_text
 
-    __name__ = "answer_pass"
-
-    def __init__(self, fmt: Format):
-        self.fmt = fmt
-
-    def __call__(self, completions: list[Any], answer: list[str] | None = None, **_: Any) -> list[float]:
-        from aha.formats import answers_match
-        from aha.rewards import completion_text
-
-        answers = answer or [""] * len(completions)
-        texts = [completion_text(c) or "" for c in completions]
-        # The eval's strict verdict (aha.eval.grade), without the lenient and math-verify reads it does besides.
-        return [float(self.fmt.check_format(t) and answers_match(self.fmt.extract_answer(t), str(a)))
-                for t, a in zip(texts, answers)]
+    answers = answers or [""] * len(completions)
+    texts = [completion_text(c) or "" for c in completions]
+    return [fmt.check_format(t) and answers_match(fmt.extract_answer(t), str(a)) for t, a in zip(texts, answers)]
 
 
 class RewardWatch(TrainerCallback):

@@ -1,29 +1,11 @@
-"""Export: the LoRA adapter always; merged 16-bit weights on request; hub push on request."""
+"""Writers of what a run ships: merged weights (PEFT merge) and the hub upload."""
 
 from __future__ import annotations
 
-import logging
-import shutil
+import os
 from pathlib import Path
-from typing import Any
 
-from .schema import Recipe, RecipeError
-
-log = logging.getLogger("aha")
-
-
-def export(recipe: Recipe, base: str, adapter: str, out_dir: Path) -> dict[str, Any]:
-    done: dict[str, Any] = {}
-    target = out_dir / "adapter"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(adapter, target)
-    done["adapter"] = str(target)
-    if recipe.export.merged:
-        done["merged"] = str(merge_adapter(base, adapter, out_dir / "merged"))
-    if recipe.export.push_to_hub:
-        done["hub"] = push_adapter(target, recipe.export.push_to_hub)
-    return done
+from ..config.schema import RecipeError
 
 
 def merge_adapter(base: str, adapter: str, out: Path, dtype: str = "bfloat16") -> Path:
@@ -40,9 +22,8 @@ def merge_adapter(base: str, adapter: str, out: Path, dtype: str = "bfloat16") -
     return out
 
 
-def push_adapter(folder: Path, repo_id: str) -> str:
-    import os
-
+def push_folder(folder: Path, repo_id: str) -> str:
+    """Upload ``folder`` (an adapter with its model card) to the hub repo ``repo_id``."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise RecipeError(f"export.push_to_hub: cannot push to {repo_id} with HF_HUB_OFFLINE=1")
     from huggingface_hub import HfApi

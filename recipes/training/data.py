@@ -7,10 +7,12 @@ import logging
 import random
 from typing import Any
 
+from aha.eval.stats import quantile
 from aha.eval.tasks import Problem, load_dapo, load_gsm8k, make_arith, normalize_question
 from aha.formats import Format
 
-from .schema import Recipe, RecipeError
+from ..config.schema import Recipe, RecipeError
+from ..config.trl_args import grpo_seed
 
 log = logging.getLogger("aha")
 
@@ -86,25 +88,9 @@ def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Proble
     pool = pool[: recipe.grpo.num_prompts]
     prompts = [fmt.build_prompt(tokenizer, p.question) for p in pool]
     lengths = [len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in prompts]
-    cutoff = _percentile(lengths, recipe.grpo.prompt_percentile)
+    cutoff = quantile(lengths, recipe.grpo.prompt_percentile / 100)
     rows = [{"prompt": x, "answer": p.answer, "id": p.id} for x, p, n in zip(prompts, pool, lengths) if n <= cutoff]
     if len(rows) < len(pool):
-        log.info("grpo: dropped %d prompts longer than %d tokens (percentile %g)", len(pool) - len(rows), cutoff,
+        log.info("grpo: dropped %d prompts longer than %g tokens (percentile %g)", len(pool) - len(rows), cutoff,
                  recipe.grpo.prompt_percentile)
     return rows, max(n for n in lengths if n <= cutoff)
-
-
-def grpo_seed(recipe: Recipe) -> int:
-    """GRPO's seed: its own when the recipe sets one (to re-run GRPO from the same warmup), else the recipe's."""
-    return recipe.grpo.seed if recipe.grpo.seed is not None else recipe.seed
-
-
-def _percentile(values: list[int], q: float) -> int:
-    """Nearest-rank percentile: the smallest value with at least q% of values at or below it.
-
-    >>> _percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90)
-    9
-    """
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .schema import Recipe
+from aha.eval import metrics as names
+
+from ..config.schema import Recipe
+from .evaluate import SAMPLED_SUFFIX
+from .results import RunResults, read_results
+from .runner import Context
+from .table import COMPARISONS
 
 
 def moving_average(values: list[float], window: int) -> list[float]:
@@ -25,7 +30,10 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
-PASS_RATE_KEY = "rewards/answer_pass/mean"
+def _pass_rate_key() -> str:
+    from ..training.trainers import PASS_RATE_METRIC
+
+    return PASS_RATE_METRIC
 
 
 def reward_curves(log_history: list[dict[str, Any]], path: Path, window: int | None = None) -> bool:
@@ -33,13 +41,14 @@ def reward_curves(log_history: list[dict[str, Any]], path: Path, window: int | N
     and beside it the share of completions that are right; False when nothing was logged.
     A few prompts per step make the raw points swing; the moving average shows the trend."""
     series: dict[str, list[tuple[int, float]]] = {}
+    pass_key = _pass_rate_key()
     for row in log_history:
         for key, value in row.items():
-            if key.startswith("rewards/") and key.endswith("/mean") and key != PASS_RATE_KEY:
+            if key.startswith("rewards/") and key.endswith("/mean"):
                 series.setdefault(key.split("/")[1], []).append((row.get("step", 0), value))
         if "reward" in row:
             series.setdefault("total (weighted)", []).append((row.get("step", 0), row["reward"]))
-    passes = [(row.get("step", 0), row[PASS_RATE_KEY]) for row in log_history if PASS_RATE_KEY in row]
+    passes = [(row.get("step", 0), row[pass_key]) for row in log_history if pass_key in row]
     if not series:
         return False
     import matplotlib
@@ -74,65 +83,60 @@ def reward_curves(log_history: list[dict[str, Any]], path: Path, window: int | N
     return True
 
 
-def result_tables(state: dict[str, Any]) -> list[str]:
+def result_tables(results: RunResults) -> list[str]:
     """The evaluations, the paired comparisons and the sampled comparison, as markdown
     (the report's core; the Python API's RunResult shows the same in a notebook)."""
     lines: list[str] = []
-    evals = [(s, info["results"]) for s, info in state["stages"].items() if s.startswith("eval-")]
-    if evals:
+    if results.evaluations:
         lines += ["", "## Evaluations", "", "| stage | task | problems | format | strict | lenient | math-verify | "
                   "truncated | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
-        for stage, results in evals:
-            for task, r in results.items():
-                if "format_compliance" not in r:  # sampled evaluations have their own table
+        for stage, tasks in results.evaluations.items():
+            for task, r in tasks.items():
+                if task.endswith(SAMPLED_SUFFIX):  # sampled evaluations have their own table
                     continue
-                lines.append(f"| {stage} | {task} | {r['problems']} | {r['format_compliance']:.1%} | "
-                             f"{r['accuracy_strict']:.1%} | {r['accuracy_lenient']:.1%} | "
-                             f"{r['accuracy_math_verify']:.1%} | {r['truncation_rate']:.1%} | "
-                             f"{r['mean_completion_tokens']:.1f} |")
-    comparisons = state["stages"].get("compare", {}).get("comparisons", {})
-    if comparisons:
+                lines.append(f"| {stage} | {task} | {r[names.PROBLEMS]} | {r[names.FORMAT_COMPLIANCE]:.1%} | "
+                             f"{r[names.accuracy('strict')]:.1%} | {r[names.accuracy('lenient')]:.1%} | "
+                             f"{r[names.accuracy('math_verify')]:.1%} | {r[names.TRUNCATION_RATE]:.1%} | "
+                             f"{r[names.MEAN_TOKENS]:.1f} |")
+    if results.comparisons:
         lines += ["", "## Paired comparisons (exact McNemar test)", "",
                   "| task / share | metric | before | after | fixed | broken | p |", "|---|---|---|---|---|---|---|"]
-        for key, metrics in comparisons.items():
+        for key, metrics in results.comparisons.items():
             for m in ("format_ok", "strict", "lenient"):
                 r = metrics[m]
                 lines.append(f"| {key} | {m} | {r['before']:.1%} | {r['after']:.1%} | {r['fixed']} | {r['broken']} | "
                              f"{r['p_value']:.3g} |")
-        lines += ["", "`overall` is before vs after; `sft` is before vs after the warmup; `grpo` is after the warmup "
-                  "vs after GRPO (GRPO's own share)."]
-    sampled = state["stages"].get("compare", {}).get("sampled", {})
-    if sampled:
-        lines += ["", "## Sampled accuracy at GRPO's temperature (after the warmup vs after GRPO)", "",
+        lines += ["", "; ".join(f"`{c.label}` is {c.doc}" for c in COMPARISONS) + "."]
+    if results.sampled:
+        lines += ["", "## Sampled accuracy at GRPO's temperature", "",
                   "Each problem answered k times with GRPO's own sampling settings; a problem's pass rate is the share "
                   "of its k answers that are right. Paired by problem, exact sign test on which problems went up or "
-                  "down.", "", "| task | k | problems | mean pass rate before | after | up | down | p |",
+                  "down.", "", "| task / share | k | problems | mean pass rate before | after | up | down | p |",
                   "|---|---|---|---|---|---|---|---|"]
-        for key, r in sampled.items():
+        for key, r in results.sampled.items():
             lines.append(f"| {key} | {r['k']} | {r['problems']} | {r['before']:.1%} | {r['after']:.1%} | "
                          f"{r['improved']} | {r['worsened']} | {r['p_value']:.3g} |")
     return lines
 
 
-def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versions: dict[str, str]) -> Path:
+def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, str]) -> Path:
+    run_dir = results.run_dir
     lines = [f"# Run report: {recipe.name}", "", f"Run directory: `{run_dir}`", "", "## Stages", "",
              "| stage | seconds | notes |", "|---|---|---|"]
-    for stage, info in state["stages"].items():
+    for stage, info in results.stages.items():
         notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
         lines.append(f"| {stage} | {info.get('seconds', '')} | {notes} |")
-    lines += result_tables(state)
-    preflight = run_dir / "preflight" / "preflight.json"
-    if preflight.is_file():
+    lines += result_tables(results)
+    if results.preflight:
         from .preflight import to_markdown as preflight_markdown
 
-        lines += ["", "## GRPO preflight (will it learn?)", ""] + preflight_markdown(json.loads(preflight.read_text()))
-    history = run_dir / "grpo" / "log_history.json"
-    if history.is_file() and reward_curves(json.loads(history.read_text()), run_dir / "reward_curves.png"):
+        lines += ["", "## GRPO preflight (will it learn?)", ""] + preflight_markdown(results.preflight)
+    if results.grpo_log and reward_curves(results.grpo_log, run_dir / "reward_curves.png"):
         lines += ["", "## Rewards during GRPO", "", "![reward curves](reward_curves.png)"]
-    warnings = state["stages"].get("grpo", {}).get("warnings") or []
+    warnings = results.training.get("warnings") or []
     if warnings:
         lines += ["", "## Warnings raised during GRPO", ""] + [f"- {w}" for w in warnings]
-    reward_errors = state["stages"].get("grpo", {}).get("reward_errors") or {}
+    reward_errors = results.training.get("reward_errors") or {}
     if reward_errors:
         lines += ["", "## Reward errors during GRPO", "",
                   "Completions on which a reward raised; they scored None for it (first traceback in run.log):", ""]
@@ -142,3 +146,13 @@ def write_run_report(run_dir: Path, recipe: Recipe, state: dict[str, Any], versi
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def report_stage(ctx: Context) -> dict[str, Any]:
+    import logging
+
+    from aha.eval.runner import versions
+
+    path = write_run_report(read_results(ctx.run.dir, ctx.run.state), ctx.recipe, versions())
+    logging.getLogger("aha").info("report: %s", path)
+    return {"path": str(path)}

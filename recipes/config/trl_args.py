@@ -1,0 +1,156 @@
+"""TRL's configs, typed, built once: each stage's recipe values become the real
+``SFTConfig`` / ``GRPOConfig`` at validation (so TRL's own checks run before anything
+loads), and that object is what training uses. The run adds only what exists at run
+time: the output folder, a completion length computed from the prompts, and the
+backend's rollout engine, and the Python API's own reward weights (:func:`for_run`)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+from typing import Any
+
+from .schema import TRL_CLASS, Recipe, RecipeError
+
+# What a run sets on a validated config. TRL derives nothing from these in __post_init__, so
+# setting them on a copy is exact; dataclasses.replace would re-run __post_init__, which refuses
+# the generation_batch_size and steps_per_generation it derived itself the first time.
+RUNTIME_FIELDS = frozenset({"output_dir", "max_completion_length", "use_vllm", "vllm_mode", "vllm_server_host",
+                            "vllm_server_port", "reward_weights"})
+
+
+def trl_class(stage: str) -> type:
+    import trl
+
+    return getattr(trl, TRL_CLASS[stage])
+
+
+def trl_default(stage: str, name: str) -> Any:
+    """The installed TRL's default for a field (read from its dataclass, never copied).
+
+    >>> trl_default("grpo", "num_generations") >= 2
+    True
+    """
+    for f in dataclasses.fields(trl_class(stage)):
+        if f.name == name:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    raise KeyError(name)
+
+
+def trl_value(recipe: Recipe, stage: str, name: str) -> Any:
+    """A TRL field as the recipe sets it, else TRL's default: for checks that must speak
+    before the config is built (and so before TRL's own, less helpful, message)."""
+    values = getattr(recipe, stage).trl
+    return values[name] if name in values else trl_default(stage, name)
+
+
+def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
+    """THE place a stage's TRL config is constructed: the recipe's fields as written, plus
+    what the runner owns (seed, precision, the SFT length, the reward weights, a fixed
+    completion length). For a launch of ``processes`` validated from one process, the batch
+    TRL checks is the launch's (``check_global_batch`` has already said anything wrong with it)."""
+    import torch
+
+    from ..launch.distributed import world_size
+    from ..training.models import resolve_dtype
+
+    values = dict(getattr(recipe, stage).trl)
+    if not torch.cuda.is_available():
+        values["use_cpu"] = True
+    # Mixed precision follows the model's dtype (one rule: bf16 on Ampere+, fp16 on a T4/V100, fp32 on CPU);
+    # TRL would default bf16 on, which a T4 cannot run. A recipe's own bf16/fp16 win.
+    dtype = resolve_dtype(recipe.model.dtype)
+    values.setdefault("bf16", dtype == "bfloat16")
+    values.setdefault("fp16", dtype == "float16")
+    values.setdefault("report_to", "none")
+    values["output_dir"] = os.devnull  # each run sets its own (for_run)
+    if stage == "sft":
+        values.update(seed=recipe.seed, max_length=recipe.sft.max_tokens)
+    else:
+        values.update(seed=grpo_seed(recipe), reward_weights=[spec.weight for spec in recipe.grpo.rewards])
+        if isinstance(recipe.grpo.max_completion_length, int):
+            values["max_completion_length"] = recipe.grpo.max_completion_length
+        if processes > world_size() and "per_device_train_batch_size" in values:
+            values["per_device_train_batch_size"] *= processes // world_size()
+    try:
+        return trl_class(stage)(**values)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{stage}: {str(err).splitlines()[0]}") from None
+
+
+def for_run(args: Any, **runtime: Any) -> Any:
+    """A copy of a validated TRL config with the run-time values set (``RUNTIME_FIELDS`` only)."""
+    unknown = set(runtime) - RUNTIME_FIELDS
+    if unknown:
+        raise ValueError(f"not run-time fields: {sorted(unknown)}; they belong in the recipe")
+    out = copy.copy(args)
+    for name, value in runtime.items():
+        setattr(out, name, value)
+    return out
+
+
+def grpo_seed(recipe: Recipe) -> int:
+    """GRPO's seed: its own when the recipe sets one (to re-run GRPO from the same warmup), else the recipe's."""
+    return recipe.grpo.seed if recipe.grpo.seed is not None else recipe.seed
+
+
+def completion_length(recipe: Recipe, longest_prompt: int) -> int:
+    """THE reading of ``grpo.max_completion_length``: a number as written; ``auto``: what
+    the longest kept prompt leaves of ``model.max_seq_length`` (the Unsloth rule); empty:
+    TRL's default, as the validated config holds it."""
+    value = recipe.grpo.max_completion_length
+    if value == "auto":
+        left = recipe.model.max_seq_length - longest_prompt
+        if left < 1:
+            raise RecipeError(f"grpo.max_completion_length auto: the longest kept prompt ({longest_prompt} tokens) "
+                              f"leaves nothing of model.max_seq_length {recipe.model.max_seq_length}")
+        return left
+    return int(value) if value is not None else int(recipe.grpo.args.max_completion_length)
+
+
+def trl_choices(stage: str, name: str) -> tuple[Any, ...] | None:
+    """The values the installed TRL documents for ``name``; None when it documents none
+    we can read (TRL then checks the value itself, later).
+
+    >>> "dapo" in trl_choices("grpo", "loss_type"), True in trl_choices("grpo", "scale_rewards")
+    (True, True)
+    """
+    fields = {f.name: f for f in dataclasses.fields(trl_class(stage))}
+    text = fields[name].metadata.get("help", "") if name in fields else ""
+    # TRL documents each value as a quoted word that a description follows: "'dapo' (default): ...",
+    # "'batch': ...", "`True` or `'group'`". Quoted words inside the descriptions are not values.
+    words = re.findall(r"[`']+(\w+)[`']+(?=:| \(default\)| or )", text)
+    values = tuple(dict.fromkeys({"True": True, "False": False}.get(w, w) for w in words))
+    return values or None
+
+
+def global_batch(recipe: Recipe, processes: int) -> tuple[int, int]:
+    """(completions per optimizer step, prompts per step) of GRPO across ``processes``."""
+    per_device = int(trl_value(recipe, "grpo", "per_device_train_batch_size"))
+    completions = processes * per_device * int(trl_value(recipe, "grpo", "gradient_accumulation_steps"))
+    return completions, completions // int(trl_value(recipe, "grpo", "num_generations"))
+
+
+def global_batch_line(recipe: Recipe, processes: int) -> str:
+    completions, prompts = global_batch(recipe, processes)
+    return (f"GRPO global batch = {processes} processes x {trl_value(recipe, 'grpo', 'per_device_train_batch_size')} "
+            f"per device x {trl_value(recipe, 'grpo', 'gradient_accumulation_steps')} accumulation = {completions} "
+            f"completions, {trl_value(recipe, 'grpo', 'num_generations')} per prompt ({prompts} prompts per step)")
+
+
+def check_global_batch(recipe: Recipe, processes: int) -> None:
+    """TRL needs the completions of a step to split into whole groups of num_generations;
+    it says so only once the model is loaded. Say it now, with the numbers."""
+    if not recipe.grpo.enabled:
+        return
+    per_device = int(trl_value(recipe, "grpo", "per_device_train_batch_size"))
+    generations = int(trl_value(recipe, "grpo", "num_generations"))
+    steps_per_generation = recipe.grpo.trl.get("steps_per_generation")
+    accumulation = int(steps_per_generation or trl_value(recipe, "grpo", "gradient_accumulation_steps"))
+    if (processes * per_device * accumulation) % generations:
+        raise RecipeError(f"grpo: {processes} processes x per_device_train_batch_size {per_device} x "
+                          f"{'steps_per_generation' if steps_per_generation else 'gradient_accumulation_steps'} "
+                          f"{accumulation} = {processes * per_device * accumulation} completions, which "
+                          f"do not split into groups of num_generations {generations}")

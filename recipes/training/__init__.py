@@ -1,0 +1,2 @@
+"""Training: the base model and the backend that runs it (hf, unsloth), the training data,
+TRL's trainers, the vLLM-on-CPU weight-sync fix, and the export writers."""
