@@ -30,10 +30,15 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
-        if self.n < 1:
-            raise InputError(f"n must be at least 1, not {self.n}")
+        import math
+
+        checks = [("max_new_tokens", self.max_new_tokens >= 1, "at least 1"), ("n", self.n >= 1, "at least 1"),
+                  ("temperature", math.isfinite(self.temperature) and self.temperature >= 0, ">= 0 (0: greedy)"),
+                  ("top_p", 0 < self.top_p <= 1, "> 0 and <= 1"), ("top_k", self.top_k >= 0, ">= 0 (0: off)"),
+                  ("min_p", 0 <= self.min_p < 1, ">= 0 and < 1 (0: off)")]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise InputError(f"{name} must be {allowed}, not {getattr(self, name)}")
         if self.n > 1 and self.temperature == 0:
             raise InputError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
 

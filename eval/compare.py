@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from aha.formats import InputError
 
-from .files import read_json
+from .files import read_json, write_json
 from .runner import FINGERPRINT_FILE, SAMPLES_FILE, read_done
-from .stats import mcnemar_exact, sign_test
+from .stats import mcnemar_exact, pooled_paired_test, sign_test, spread
 
 METRICS = ("strict", "lenient", "math_verify", "format_ok")
 
@@ -125,9 +124,67 @@ def write_report(before: str | Path, after: str | Path, out_dir: str | Path, met
     report = compare(before, after, metric)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "compare.json", report)
     (out / "compare.md").write_text(to_markdown(report), encoding="utf-8")
     plot(report, out / "compare.png")
     return report
 
 
+
+
+# ----- several replicates (seeds) pooled -------------------------------------------------------------------------
+def pool(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired comparisons of independent replicates (one :func:`compare` report each, say one
+    per seed), pooled per metric: the stratified exact test on the discordant pairs
+    (:func:`aha.eval.stats.pooled_paired_test`) and the spread of the per-replicate deltas."""
+    if not reports:
+        raise InputError("nothing to pool: no comparisons")
+    out: dict[str, Any] = {"replicates": len(reports), "problems": sum(r["problems"] for r in reports),
+                           "primary_metric": reports[0]["primary_metric"], "metrics": {}}
+    for m in METRICS:
+        rows = [r["metrics"][m] for r in reports]
+        out["metrics"][m] = {**pooled_paired_test([(x["fixed"], x["broken"]) for x in rows]),
+                             "before": [x["before"] for x in rows], "after": [x["after"] for x in rows],
+                             "delta": spread([x["delta"] for x in rows])}
+    return out
+
+
+def pool_pass_rates(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sampled comparisons (:func:`compare_pass_rates`) of independent replicates, pooled: the
+    sign test on every replicate's problems that went up or down, and the spread of the
+    per-replicate changes in mean pass rate."""
+    up, down = sum(r["improved"] for r in reports), sum(r["worsened"] for r in reports)
+    return {"replicates": len(reports), "problems": sum(r["problems"] for r in reports), "k": reports[0]["k"],
+            "improved": up, "worsened": down, "p_value": sign_test(up, down),
+            "before": [r["before"] for r in reports], "after": [r["after"] for r in reports],
+            "delta": spread([r["after"] - r["before"] for r in reports])}
+
+
+def pooled_markdown(pooled: dict[str, Any], labels: list[str] | None = None) -> str:
+    """A pooled greedy comparison as markdown: per replicate, then pooled."""
+    labels = labels or [f"pair {i + 1}" for i in range(pooled["replicates"])]
+    lines = [f"{pooled['replicates']} replicates, {pooled['problems']} paired problems in all. Pooled: the "
+             "Mantel-Haenszel test for matched pairs stratified by replicate, which is McNemar's exact test on the "
+             "pooled discordant pairs.", "",
+             "| metric | " + " | ".join(labels) + " | pooled fixed / broken | pooled p | delta mean (sd; min .. max) |",
+             "|---" * (len(labels) + 4) + "|"]
+    for m, r in pooled["metrics"].items():
+        cells = [f"{b:.1%} -> {a:.1%}" for b, a in zip(r["before"], r["after"])]
+        d = r["delta"]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {r['fixed']} / {r['broken']} | {r['p_value']:.3g} | "
+                     f"{d['mean']:+.1%} ({d['sd']:.1%}; {d['min']:+.1%} .. {d['max']:+.1%}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_pooled_report(pairs: list[tuple[str | Path, str | Path]], out_dir: str | Path,
+                        metric: str = "lenient") -> dict[str, Any]:
+    """``aha compare B1 A1 B2 A2 ...``: each pair compared (written in its after folder, as for
+    one pair), then all pooled into ``pooled.json`` and ``pooled.md`` in ``out_dir``."""
+    reports = [write_report(b, a, a, metric) for b, a in pairs]
+    pooled = pool(reports)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "pooled.json", {**pooled, "pairs": [[str(b), str(a)] for b, a in pairs]})
+    labels = [Path(a).name or str(a) for _, a in pairs]
+    (out / "pooled.md").write_text("# Pooled before vs after\n\n" + pooled_markdown(pooled, labels), encoding="utf-8")
+    return pooled

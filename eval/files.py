@@ -69,8 +69,75 @@ def write_json(path: str | Path, value: Any) -> None:
     """Write ``value`` as JSON atomically: readers see the old file or the new one, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(value, indent=1, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+LOCK_FILE = ".aha.lock"
+
+
+class FolderLock:
+    """One writer per folder: the process that holds it is the only one writing there, for
+    its whole life. The lock is the operating system's (``flock``), so it is released at any
+    exit, ``kill -9`` included; the file keeps the holder's pid, so a second process can say
+    who holds it, and a lock left by a killed process is taken over (``taken_over`` names it).
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with FolderLock(folder) as held:
+    ...     try:
+    ...         FolderLock(folder).acquire()
+    ...     except InputError as err:
+    ...         print(str(err).split(" (")[0].endswith("is in use by another aha process"))
+    True
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+        self.taken_over: int | None = None  # pid of a dead holder whose lock this one took over
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(f"{self.folder} is in use by another aha process (pid {holder}): wait for it to end, "
+                             "or write somewhere else with --out") from None
+        previous = os.read(fd, 32).decode(errors="replace").strip()
+        if previous.isdigit() and int(previous) != os.getpid():
+            self.taken_over = int(previous)  # it held the lock and died without releasing it: kill -9, a crash
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        import fcntl
+
+        os.ftruncate(self.fd, 0)  # a clean exit leaves no holder behind
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

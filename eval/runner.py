@@ -13,7 +13,7 @@ from typing import Any
 from aha.formats import InputError, get_format
 
 from .backends import Sampling
-from .files import read_json, read_text
+from .files import read_json, read_text, write_json
 from .grading import grade, summarize
 from .tasks import Problem
 
@@ -96,6 +96,16 @@ def _rewrite_clean(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def _append_rows(fh: Any, path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows and make them durable; a full disk names the file (rows before it are kept)."""
+    try:
+        fh.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        fh.flush()
+        os.fsync(fh.fileno())
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("aha-recipes", "torch", "transformers", "peft", "trl", "vllm", "math-verify"):
@@ -123,7 +133,7 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
         raise InputError("problem ids are not unique")
     print_ = fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {})
     _check_resumable(out, done, problems, print_)
-    (out / FINGERPRINT_FILE).write_text(json.dumps(print_, indent=1) + "\n", encoding="utf-8")
+    write_json(out / FINGERPRINT_FILE, print_)
     _rewrite_clean(samples_path, [done[p.id] for p in problems if p.id in done])
     todo = [p for p in problems if p.id not in done]
     tokenizer = backend.tokenizer
@@ -136,14 +146,14 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
             prompts = [fmt.build_prompt(tokenizer, p.question) for p in part]
             kwargs = {"adapter": adapter} if adapter else {}
             generations = backend.generate(prompts, sampling, **kwargs)
+            rows = []
             for problem, gens in zip(part, generations):
                 graded = [{**grade(g.text, problem.answer, fmt, g.truncated), "num_tokens": g.num_tokens, "text": g.text}
                           for g in gens]
-                row = {"id": problem.id, "question": problem.question, "answer": problem.answer, "samples": graded}
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                done[problem.id] = row
-            fh.flush()
-            os.fsync(fh.fileno())
+                rows.append({"id": problem.id, "question": problem.question, "answer": problem.answer,
+                             "samples": graded})
+            _append_rows(fh, samples_path, rows)  # a chunk's rows in one write: a resume starts at a chunk boundary
+            done.update((row["id"], row) for row in rows)
             bar.update(len(part))
     rows = [done[p.id] for p in problems]
     summary = {
@@ -153,7 +163,7 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
         "versions": versions(),
         "timing": {"seconds_this_run": round(time.time() - started, 3), "generated_this_run": len(todo)},
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

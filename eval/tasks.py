@@ -21,6 +21,7 @@ CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 DAPO_HUB = ("open-r1/DAPO-Math-17k-Processed", "en")
 GSM8K_HUB = ("openai/gsm8k", "main")
 TASKS = ("gsm8k", "dapo-math", "arith")
+GENERATED_TASKS = ("arith",)  # problems made from a seed: replicates move it
 
 
 @dataclass(frozen=True)

@@ -62,22 +62,28 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aha.eval import HFBackend, Sampling, VLLMBackend, evaluate, load_model, load_task
+    from aha.eval import Sampling, load_task
+    from aha.eval.backends import check_adapter_folder
+    from aha.eval.files import FolderLock
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
     from .config.schema import ModelConfig
     from .config.validate import check_model_exists
-    from .training.models import prepare_base, resolve_dtype
+    from .training.models import resolve_dtype
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
-    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, seed=args.seed)
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
+    check_out_folder(args.out)
     problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
         raise UsageError(str(err).replace("model.name: ", "--model: ").replace("model.gguf_file: ", "--gguf-file: "))
     adapters = args.adapter or [None]
+    for adapter in args.adapter or []:
+        check_adapter_folder(adapter)
     if args.backend == "vllm" and args.gguf_file:
         raise UsageError("--gguf-file is read by the hf backend only; convert it first (aha eval --model builtin:... "
                          "prepares the demo model as a folder) or use --backend hf")
@@ -89,6 +95,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for adapter in adapters:  # an --out holding another evaluation is refused before any model loads
         out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "")
         check_resumable(out, problems, fmt, sampling, args.backend, adapter, {**meta, "adapter": adapter})
+    lock = FolderLock(args.out).acquire()  # one writer per results folder, for this command's whole life
+    if lock.taken_over:
+        print(f"aha: took over the lock of pid {lock.taken_over}, which is no longer running", file=sys.stderr)
+    try:
+        return _evaluate_all(args, problems, fmt, sampling, adapters, dtype, meta)
+    finally:
+        lock.release()
+
+
+def _evaluate_all(args: argparse.Namespace, problems: list, fmt, sampling, adapters: list, dtype: str,
+                  meta: dict) -> int:
+    from aha.eval import HFBackend, VLLMBackend, evaluate, load_model
+
+    from .config.schema import ModelConfig
+    from .training.models import prepare_base
+
     if args.model.startswith("builtin:"):  # the same offline models recipes use, prepared once in a cache folder
         args.model = prepare_base(ModelConfig(name=args.model), _cache_dir() / args.model.split(":", 1)[1])
     if args.backend == "vllm":
@@ -133,6 +155,12 @@ def vllm_engine_size(model: str, problems: list, fmt, sampling, adapters: list[s
     return size
 
 
+def check_out_folder(out: str | None) -> None:
+    """An output folder must be a folder (made if missing), not an existing file."""
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out}: that is a file, not a folder; give a folder path (it is created if missing)")
+
+
 def _cache_dir() -> Path:
     import os
 
@@ -140,10 +168,19 @@ def _cache_dir() -> Path:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aha.eval.compare import to_markdown, write_report
+    from aha.eval.compare import pooled_markdown, to_markdown, write_pooled_report, write_report
 
-    report = write_report(args.before, args.after, args.out or args.after, metric=args.metric)
-    print(to_markdown(report))
+    runs = args.runs
+    if len(runs) % 2:
+        raise UsageError(f"compare takes pairs of results folders, BEFORE AFTER [BEFORE AFTER ...]; got {len(runs)}")
+    pairs = list(zip(runs[::2], runs[1::2]))
+    if len(pairs) == 1:
+        print(to_markdown(write_report(*pairs[0], args.out or pairs[0][1], metric=args.metric)))
+        return 0
+    if not args.out:
+        raise UsageError("several pairs are pooled into one report: say where with --out DIR")
+    pooled = write_pooled_report(pairs, args.out, metric=args.metric)
+    print(pooled_markdown(pooled, [str(a) for _, a in pairs]) + f"\n-> {Path(args.out) / 'pooled.md'}")
     return 0
 
 
@@ -155,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.launch and (args.config or args.num_processes):
         raise UsageError("--config and --num-processes go with --launch accelerate")
+    check_out_folder(args.out)
+    if args.seeds:
+        return _run_seeds(args)
     if args.launch:
         args.config = args.config or "ddp"
         args.num_processes = args.num_processes or _gpu_count()
@@ -172,6 +212,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if is_main():
         print(f"run {recipe.name} finished: {out / 'report.md'}" if REPORT.name in result.stages else
               f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
+    return 0
+
+
+def _run_seeds(args: argparse.Namespace) -> int:
+    """``--seeds N``: the whole recipe N times with every seed moved, then pooled."""
+    from .api import find_recipe, load_recipe
+    from .stages.seeds import parse_replicates, reseed, run_seeds
+
+    if args.launch:
+        raise UsageError("--seeds runs replicates one after another in this process; without --launch")
+    replicates = parse_replicates(args.seeds)
+    path = find_recipe(args.recipe)
+    base = load_recipe(path, args.set, out=args.out)
+    parent = Path(args.out or Path("runs") / f"{base.name}-seeds")
+    if args.dry_run:
+        for r in replicates:
+            print(f"replicate {r}: {parent / f'replicate-{r}'}  --set " + " --set ".join(reseed(base, r)))
+        return 0
+    run_seeds(path, args.set, replicates, parent, stop_after=args.stop_after, restart_from=args.restart_from)
+    print(f"{len(replicates)} replicates of {base.name}: {parent / 'seeds.md'}")
     return 0
 
 
@@ -261,6 +321,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if args.adapter:
         check_adapter_folder(args.adapter)
     pick_backend(recipe.model.backend, recipe.model)
+    check_out_folder(args.out)
     out = Path(args.out or Path("runs") / f"{recipe.name}-preflight")
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out)
@@ -308,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int)
     ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
-    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ev.add_argument("--top-p", type=float, default=1.0)
+    ev.add_argument("--top-k", type=int, default=0, help="0: off")
+    ev.add_argument("--min-p", type=float, default=0.0, help="0: off")
     ev.add_argument("--n", type=_positive_int, default=1, help="samples per problem (pass@k, maj@k)")
     ev.add_argument("--batch-size", type=_positive_int, default=16)
     ev.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -317,11 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="results folder (re-running resumes)")
     ev.set_defaults(func=cmd_eval)
 
-    cmp = sub.add_parser("compare", help="paired before/after report of two eval runs")
-    cmp.add_argument("before")
-    cmp.add_argument("after")
+    cmp = sub.add_parser("compare", help="paired before/after report of two eval runs (several pairs: pooled)")
+    cmp.add_argument("runs", nargs="+", metavar="BEFORE AFTER",
+                     help="results folders in pairs; several pairs (say one per seed) are also pooled")
     cmp.add_argument("--metric", default="lenient", choices=["strict", "lenient", "math_verify", "format_ok"])
-    cmp.add_argument("--out", help="report folder (default: the AFTER folder)")
+    cmp.add_argument("--out", help="report folder (default: the AFTER folder; needed for several pairs)")
     cmp.set_defaults(func=cmd_compare)
 
     run = sub.add_parser("run", help="run a recipe: eval -> SFT -> GRPO -> eval -> compare -> export")
@@ -337,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "configs) or your own accelerate config file")
     run.add_argument("--num-processes", type=_positive_int,
                      help="with --launch: processes (default: one per GPU)")
+    run.add_argument("--seeds", metavar="N|R1,R2",
+                     help="run the whole recipe N times (or these replicates) with every seed moved, each into "
+                          "OUT/replicate-R, and pool the comparisons across them into OUT/seeds.md")
     run.add_argument("--from", dest="restart_from", metavar="STAGE",
                      help="run this stage and every later one again, replacing their outputs (e.g. --from preflight "
                           "--set grpo.seed=2: GRPO again from the same warmup)")
@@ -387,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         print("aha: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        full = disk_full(err)
+        if full is not None:
+            _close_run_log(err)
+            print(f"aha: error: no space left on the device{f' writing {full}' if full else ''}: free some space and "
+                  "re-run the same command, which resumes (finished stages, rows and checkpoints are kept)",
+                  file=sys.stderr)
+            return 2
         run_log = _close_run_log(err)
         if run_log is None:
             raise
@@ -394,6 +468,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aha: internal error: {type(err).__name__}: {first_line} (the traceback is in {run_log}; "
               "re-running the same command resumes)", file=sys.stderr)
         return 1
+
+
+def disk_full(err: BaseException) -> str | None:
+    """The file being written when ``err`` (or what caused it) was a full disk ("" when
+    unnamed); None when it was something else. Savers wrap the OSError (torch, safetensors),
+    so the chain and the message are both read."""
+    import errno
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(seen.filename or "")
+        if "No space left on device" in str(seen):
+            return ""
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _close_run_log(err: BaseException | None = None) -> Path | None:

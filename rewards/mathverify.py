@@ -1,10 +1,13 @@
 """math-verify equivalence, safe to call from any thread and bounded in time.
 
-math-verify's own timeouts use ``signal.alarm``, which raises outside the main
-thread (TRL and eval code may score in threads). Off the main thread we turn those
-timeouts off and bound the work ourselves: short inputs only, no towers of powers.
-Plain decimal numbers never reach the parser (exact comparison is the same verdict,
-about 100x faster); the benchmark checks the verdicts agree.
+math-verify's own timeouts use ``signal.alarm``, which raises outside the main thread
+(TRL and eval code may score in threads), and sympy can compute for minutes on a short
+answer (``(1+x)^{999}``, ``9!!!!``). So every verdict that needs the parser is asked of a
+helper process, which is stopped and replaced when it has not answered within
+``LIMIT_SECONDS``: a hard bound for any input, on any thread. Shapes known to be
+pathological (towers of powers, factorials of factorials, huge exponents) get their
+verdict before that, without the parser, as do plain decimal numbers (exact comparison
+is the same verdict, about 100x faster; the benchmark checks the verdicts agree).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from aha.formats.answers import THOUSANDS_NUMBER
 _PLAIN_DECIMAL = re.compile(r"-?\d{1,9}(?:\.\d{1,6})?")
 MAX_CHARS = 300  # longer "answers" are not final answers; parsing them is unbounded work
 MAX_POWERS = 3  # 2^{2^{2^{...}}} can take sympy minutes
-TIMEOUT_SECONDS = 5
+LIMIT_SECONDS = 1.0  # the most one parse or comparison may take; a legit answer takes milliseconds
 
 
 class _DropTimeoutDisabledNotice(logging.Filter):
@@ -46,20 +49,27 @@ _POWER_IN_EXPONENT = re.compile(_POW + r"\s*[{(][^{}()]*" + _POW)  # 10^{10^{10}
 _POWER_OF_POWER = re.compile(r"[)}]\s*" + _POW)  # (10^{99})^{99}: a power of a group holding a power
 _TOWER = re.compile(_POW + r"\s*\d+\s*" + _POW)  # 2^3^4
 _BIG_FACTORIAL = re.compile(r"\d{4,}\s*!")
+_REPEATED_FACTORIAL = re.compile(r"!\s*!")  # 9!!!!, 100!!: multi-factorials and factorials of factorials
+_FACTORIAL_OF_GROUP = re.compile(r"[)}]\s*!")  # (10!)!, {3^{9}}!
 MAX_EXPONENT_DIGITS = 4  # 2^{9999} is instant; 9^{99999} already makes sympy work for seconds
 
 
 def too_big_to_evaluate(text: str) -> bool:
     r"""Answers whose value sympy would spend seconds or minutes computing (towers and
-    powers of powers, huge exponents, factorials of large numbers). They are never a
-    sensible final answer, so they get a verdict without the parser.
+    powers of powers, huge exponents, factorials of large numbers, of factorials or of
+    powers, multi-factorials). They are never a sensible final answer, so they get a
+    verdict without the parser.
 
     >>> [too_big_to_evaluate(t) for t in ["10^{10^{10}}", "(9^9)^(9^9)", "2^3^4", "9^{99999}", "12345!"]]
     [True, True, True, True, True]
-    >>> [too_big_to_evaluate(t) for t in ["2^{10}", "3^5 \\cdot 2^{3}", "(x+1)^2", "5!"]]
-    [False, False, False, False]
+    >>> [too_big_to_evaluate(t) for t in ["9!!!!", "100!!", "(10!)!", "{3^{9}}!"]]
+    [True, True, True, True]
+    >>> [too_big_to_evaluate(t) for t in ["2^{10}", "3^5 \\cdot 2^{3}", "(x+1)^2", "5!", "(n+1)!"]]
+    [False, False, False, False, False]
     """
-    if _BIG_FACTORIAL.search(text):
+    if _BIG_FACTORIAL.search(text) or _REPEATED_FACTORIAL.search(text):
+        return True
+    if any(_group_has(text, m.start(), ("!", "^", "**")) for m in _FACTORIAL_OF_GROUP.finditer(text)):
         return True
     powers = text.count("^") + text.count("**")
     if not powers:
@@ -70,11 +80,11 @@ def too_big_to_evaluate(text: str) -> bool:
         return False
     if _POWER_IN_EXPONENT.search(text) or _TOWER.search(text):
         return True
-    return any(_group_has_power(text, m.start()) for m in _POWER_OF_POWER.finditer(text))
+    return any(_group_has(text, m.start(), ("^", "**")) for m in _POWER_OF_POWER.finditer(text))
 
 
-def _group_has_power(text: str, close: int) -> bool:
-    """Does the bracketed group that closes at ``close`` contain a power?"""
+def _group_has(text: str, close: int, marks: tuple[str, ...]) -> bool:
+    """Does the bracketed group that closes at ``close`` contain any of ``marks``?"""
     closing = text[close]
     opening = "(" if closing == ")" else "{"
     depth = 0
@@ -85,7 +95,7 @@ def _group_has_power(text: str, close: int) -> bool:
             depth -= 1
             if depth == 0:
                 inner = text[i + 1 : close]
-                return "^" in inner or "**" in inner
+                return any(mark in inner for mark in marks)
     return False
 
 
@@ -122,16 +132,155 @@ def _fast_verdict(gold: str, guess: str) -> bool | None:
 
 
 @lru_cache(maxsize=4096)
-def _parse(text: str, in_main: bool):
+def _parse(text: str):
     from math_verify import parse
 
-    # Wrapping in \boxed{} makes math-verify read the whole string as the answer.
-    timeout = TIMEOUT_SECONDS if in_main else None
-    return parse("\\boxed{" + text + "}", parsing_timeout=timeout)
+    # Wrapping in \boxed{} makes math-verify read the whole string as the answer. No timeout of its own:
+    # the process that runs this is stopped from outside when it takes too long.
+    return parse("\\boxed{" + text + "}", parsing_timeout=None)
+
+
+def _answer(question: tuple[str, ...]) -> bool | None:
+    """What the helper computes: ``("gold", text)`` -> does it parse; ``("pair", gold, guess)``
+    -> are they equivalent."""
+    from math_verify import verify
+
+    try:
+        if question[0] == "gold":
+            return bool(_parse(question[1]))
+        guess = _parse(question[2])
+        return bool(guess) and bool(verify(_parse(question[1]), guess, timeout_seconds=None))
+    except Exception:  # noqa: BLE001 - math-verify raises many kinds on odd input: not equivalent
+        return False
+
+
+def serve() -> None:
+    """The helper process (``python -m aha.rewards.mathverify``): one JSON question per line on
+    stdin, one JSON answer per line on stdout, until stdin closes."""
+    import json
+    import sys
+
+    for line in sys.stdin:
+        sys.stdout.write(json.dumps(_answer(tuple(json.loads(line)))) + "\n")
+        sys.stdout.flush()
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _Helper:
+    """math-verify in a child process, so that any one verdict can be bounded by stopping it.
+    One per process, shared by its threads (their questions take turns). A plain
+    subprocess, not multiprocessing: it never re-runs the caller's own script."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc = None
+        self.buffer = b""
+        self.golds: dict[str, bool] = {}  # gold text -> parses (a gold that timed out counts as not parsing)
+        self.usable = True
+
+    def _start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # it imports what we import
+        self.proc = subprocess.Popen([sys.executable, "-m", "aha.rewards.mathverify"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.buffer = b""
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                stream.close()
+        self.proc = None
+
+    def _read_line(self, limit: float) -> bytes:
+        import os
+        import select
+        import time
+
+        deadline = time.monotonic() + limit
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self._stop()  # still computing: stopped, and a fresh helper answers the next question
+                raise _TimedOut
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                self._stop()
+                raise _TimedOut
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def ask(self, question: tuple[str, ...]) -> bool | None:
+        import json
+
+        if self.proc is None:
+            self._start()
+            try:  # the first answer waits for the helper to start and import math-verify
+                self.proc.stdin.write(json.dumps(["gold", "1"]).encode() + b"\n")
+                self.proc.stdin.flush()
+                if json.loads(self._read_line(120)) is not True:
+                    raise _TimedOut
+            except (_TimedOut, OSError, ValueError):
+                self._stop()
+                raise OSError("the math-verify helper process did not start") from None
+        self.proc.stdin.write(json.dumps(question).encode() + b"\n")
+        self.proc.stdin.flush()
+        return json.loads(self._read_line(LIMIT_SECONDS))
+
+    def equal(self, gold: str, guess: str | None) -> bool | None:
+        with self.lock:
+            if gold not in self.golds:
+                if len(self.golds) > 4096:
+                    self.golds.clear()
+                try:
+                    self.golds[gold] = bool(self.ask(("gold", gold)))
+                except _TimedOut:
+                    self.golds[gold] = False
+            if not self.golds[gold]:
+                return None
+            if guess is None:
+                return False
+            try:
+                return bool(self.ask(("pair", gold, guess)))
+            except _TimedOut:
+                return False
+
+
+_HELPER = _Helper()
+
+
+def _in_process(gold: str, guess: str | None) -> bool | None:
+    """Where no helper process can start: math-verify here, with its own timeouts on the main
+    thread; elsewhere bounded only by the input checks."""
+    from math_verify import parse, verify
+
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=timeout)
+    except Exception:  # noqa: BLE001
+        return None
+    if not gold_parsed:
+        return None
+    if guess is None:
+        return False
+    try:
+        guess_parsed = parse("\\boxed{" + guess + "}", parsing_timeout=timeout)
+        return bool(guess_parsed) and bool(verify(gold_parsed, guess_parsed, timeout_seconds=timeout))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def math_equal(gold: str | None, guess: str | None) -> bool | None:
     """Is ``guess`` mathematically equal to ``gold``? ``None`` if the gold cannot be parsed.
+    Within ``LIMIT_SECONDS`` of math-verify time for any input, on any thread.
 
     >>> math_equal("0.5", "\\\\frac{1}{2}"), math_equal("1,234", "1234"), math_equal("3", "4")
     (True, True, False)
@@ -148,19 +297,14 @@ def math_equal(gold: str | None, guess: str | None) -> bool | None:
         fast = _fast_verdict(gold_text, guess_text)
         if fast is not None:
             return fast
-    from math_verify import verify
+    if not _HELPER.usable:
+        return _in_process(gold_text, guess_text)
+    try:
+        return _HELPER.equal(gold_text, guess_text)
+    except (OSError, ValueError):  # no helper can run here (no pipes, no select): verdicts in this process
+        _HELPER.usable = False
+        return _in_process(gold_text, guess_text)
 
-    in_main = threading.current_thread() is threading.main_thread()
-    try:
-        gold_parsed = _parse(gold_text, in_main)
-    except Exception:
-        return None
-    if not gold_parsed:
-        return None
-    if guess_text is None:
-        return False
-    try:
-        guess_parsed = _parse(guess_text, in_main)
-        return bool(guess_parsed) and bool(verify(gold_parsed, guess_parsed, timeout_seconds=TIMEOUT_SECONDS if in_main else None))
-    except Exception:
-        return False
+
+if __name__ == "__main__":
+    serve()

@@ -9,7 +9,6 @@ import pytest
 
 from aha.eval import HFBackend, Sampling, dapo_split, evaluate, load_model, load_task, make_arith, summarize
 from aha.eval.compare import mcnemar_exact, write_report
-from aha.eval.tasks import Problem
 from aha.recipes.cli import main
 
 

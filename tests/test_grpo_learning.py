@@ -88,6 +88,33 @@ def test_verdict_truncation_names_the_length_to_set():
     assert "truncated" in _codes(found, "fatal")
 
 
+def test_verdict_truncated_loops_does_not_ask_for_a_longer_limit():
+    """Completions cut off because they go round in circles: a longer limit would not finish
+    them, so the preflight says so instead of naming a length."""
+    recipe = _recipe(max_completion_length=48)
+    funcs, weights = _rewards(recipe)
+    loop = "Compute step by step: 63 - 35 = 28. 63 - 35 = 28. 63 - 35 = 28. 63 - 35 = 28. 63 - 35"
+    groups = [_group(funcs, weights, [loop, loop, loop, RIGHT], truncated=[True, True, True, False])]
+    found = verdicts(analyse(groups, [f.__name__ for f in funcs], weights, max_len=48), recipe, FMT)
+    message = next(v["message"] for v in found if v["code"] == "truncated-loops")
+    assert "100% of those repeat themselves" in message and "max_completion_length >=" not in message
+    assert "truncated" not in _codes(found) and not _codes(found, "fatal")
+
+
+def test_findings_the_recipe_accepts_are_reported_with_its_reason_and_stop_nothing(tmp_path):
+    from aha.recipes.stages.preflight import accept
+
+    found = [{"level": "fatal", "code": "flat", "message": "90% of groups have equal rewards"},
+             {"level": "info", "code": "headroom", "message": "pass@1 0.2"}]
+    kept = accept(found, {"flat": "a random model: this recipe proves the plumbing"})
+    assert kept[0]["level"] == "accepted" and kept[0]["message"].endswith(
+        "(accepted by the recipe: a random model: this recipe proves the plumbing)")
+    assert kept[1] == found[1]
+    check_verdicts({"verdicts": kept}, "stop", tmp_path)  # nothing fatal is left
+    with pytest.raises(RecipeError, match="grpo.preflight_accept key must be one of"):
+        _recipe(preflight_accept={"flatt": "typo"})
+
+
 def test_verdict_flat_groups_says_too_easy_or_too_hard():
     recipe = _recipe()
     funcs, weights = _rewards(recipe)

@@ -322,7 +322,8 @@ def test_run_result_shows_the_report_tables(tmp_path):
     pair = {m: {"before": 0.1, "after": 0.5, "fixed": 4, "broken": 0, "p_value": 0.125}
             for m in ("format_ok", "strict", "lenient")}
     results = RunResults(run_dir=tmp_path, evaluations={"eval-before": {"arith-l1": metrics}},
-                         comparisons={"arith-l1/overall": pair}, exports={"adapter": str(tmp_path / "a")})
+                         comparisons={"arith-l1/overall": {"problems": 10, "metrics": pair}},
+                         exports={"adapter": str(tmp_path / "a")})
     shown = RunResult(tmp_path, ["eval-before"], exports=results.exports, results=results)._repr_markdown_()
     assert "| eval-before | arith-l1 | 10 | 100.0% | 50.0% |" in shown
     assert "| arith-l1/overall | strict | 10.0% | 50.0% | 4 | 0 | 0.125 |" in shown

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aha.rewards import get_reward, published_rewards
+from aha.rewards import published_rewards
 
 EOS = "<|endoftext|>"
 R_END, S_START, S_END = "<end_working_out>", "<SOLUTION>", "</SOLUTION>"

@@ -75,6 +75,12 @@ def _task_names() -> tuple[str, ...]:
     return tuple(TASKS)
 
 
+def _verdict_codes() -> tuple[str, ...]:
+    from ..stages.preflight import VERDICT_CODES
+
+    return VERDICT_CODES
+
+
 @dataclass
 class ModelConfig:
     name: str = setting("", help="hub id, local folder, or one of BUILTIN_MODELS (offline)")
@@ -158,6 +164,9 @@ class GRPOStage:
         "before GRPO; warn: report and go on; off: skip the stage")
     preflight_prompts: int = setting(32, ge=1, help="training prompts the preflight samples (num_generations "
                                      "completions each)")
+    preflight_accept: dict[str, str] = setting(
+        help="preflight findings the recipe accepts knowingly: finding code -> why (shown in the report; an accepted "
+        "finding stops nothing)", factory=dict, choices=_verdict_codes)
     select: Literal["all", "learnable"] = setting(
         "all", help="learnable: train only on prompts whose preflight pass rate is strictly between 0 and 1")
     select_max_prompts: int | None = setting(None, ge=1, help="learnable: score at most this many candidates "

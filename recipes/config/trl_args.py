@@ -48,8 +48,7 @@ def trl_value(recipe: Recipe, stage: str, name: str) -> Any:
 
 def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
     """THE place a stage's TRL config is constructed: the recipe's fields as written, plus
-    what the runner owns (seed, precision, the SFT length, the reward weights, a fixed
-    completion length). For a launch of ``processes`` validated from one process, the batch
+    what the runner owns (seed, precision, the SFT length, the reward weights). For a launch of ``processes`` validated from one process, the batch
     TRL checks is the launch's (``check_global_batch`` has already said anything wrong with it)."""
     import torch
 
@@ -70,8 +69,6 @@ def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
         values.update(seed=recipe.seed, max_length=recipe.sft.max_tokens)
     else:
         values.update(seed=grpo_seed(recipe), reward_weights=[spec.weight for spec in recipe.grpo.rewards])
-        if isinstance(recipe.grpo.max_completion_length, int):
-            values["max_completion_length"] = recipe.grpo.max_completion_length
         if processes > world_size() and "per_device_train_batch_size" in values:
             values["per_device_train_batch_size"] *= processes // world_size()
     try:

@@ -87,8 +87,10 @@ def check_fields(obj: Any, where: str = "") -> None:
             continue
         value, path = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
         choices = f.metadata.get("choices")
-        if choices and value is not None and value not in choices():
-            raise RecipeError(f"{path} must be one of {', '.join(choices())}, not {value!r}")
+        for item in (value if isinstance(value, dict) else [value]) if choices and value is not None else []:
+            if item not in choices():
+                where = f"{path} key" if isinstance(value, dict) else path
+                raise RecipeError(f"{where} must be one of {', '.join(choices())}, not {item!r}")
         bounds: Bounds | None = f.metadata.get("bounds")
         problem = bounds.violation(value) if bounds else None
         if problem:

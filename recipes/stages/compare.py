@@ -5,12 +5,12 @@ written once, in ``compare/<task>/<label>/``."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from aha.eval import write_report
 from aha.eval.compare import compare_pass_rates
+from aha.eval.files import write_json
 
 from .evaluate import SAMPLED_SUFFIX
 from .runner import Context
@@ -34,7 +34,7 @@ def compare_stage(ctx: Context) -> dict[str, Any]:
             if key.endswith(SAMPLED_SUFFIX):
                 r = compare_pass_rates(before / key, after / key, metric=metric)
                 out.mkdir(parents=True, exist_ok=True)
-                (out / PASS_RATES_FILE).write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+                write_json(out / PASS_RATES_FILE, r)
                 log.info("compare %s %s (sampled, k=%d): mean pass rate %.1f%% -> %.1f%%, %d problems up / %d down, "
                          "sign test p = %.3g", key, c.label, r["k"], 100 * r["before"], 100 * r["after"],
                          r["improved"], r["worsened"], r["p_value"])

@@ -16,13 +16,13 @@ DAPO's dynamic sampling, done once before training).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from aha.eval import Sampling, grade, pass_at_k
+from aha.eval.files import read_json, write_json
 from aha.eval.stats import quantile
 from aha.formats import Format
 
@@ -69,9 +69,27 @@ def score_group(funcs: list[Any], weights: list[float], fmt: Format, row: dict[s
         layers[fn.__name__] = [None if v is None else float(v) for v in values]
     totals = [sum(w * (layers[f.__name__][i] or 0.0) for f, w in zip(funcs, weights)) for i in range(n)]
     passed = [bool(grade(t, row["answer"], fmt)["strict"]) for t in texts]
+    loops = [cut and repeats_itself(t) for t, cut in zip(texts, truncated)]
     return {"id": row.get("id"), "layers": layers, "total": totals, "passed": passed, "truncated": truncated,
+            "loops": loops,
             "lengths": lengths, "format_ok": [fmt.check_format(t) for t in texts],
             "rewrites_prefill": [bool(fmt.prefill) and t.lstrip().startswith(fmt.prefill.strip()) for t in texts]}
+
+
+LOOP_REPEAT_SHARE = 0.2  # a completion whose word 3-grams repeat this much is going round in circles
+
+
+def repeats_itself(text: str) -> bool:
+    """Does ``text`` go round in circles (a fifth or more of its word 3-grams are repeats)?
+    Finished answers in step-by-step formats repeat some phrases; a runaway loop repeats
+    most of them.
+
+    >>> repeats_itself("63 - 35 = 28. 63 - 35 = 28. 63 - 35 = 28. 63 - 35"), repeats_itself("2 + 3 = 5, so 5.")
+    (True, False)
+    """
+    from aha.rewards import get_reward
+
+    return -get_reward("repetition_penalty", ngram=3)([text])[0] >= LOOP_REPEAT_SHARE
 
 
 def _mean(xs: list[float]) -> float:
@@ -145,6 +163,8 @@ def analyse(groups: list[dict[str, Any]], names: list[str], weights: list[float]
         "layers": layers,
         "flat_group_share": sum(1 for g in groups if max(g["total"]) - min(g["total"]) < 1e-9) / len(groups),
         "truncation_rate": _mean([float(t) for t in flat("truncated")]),
+        "looping_share": (sum(flat("loops")) / max(1, sum(flat("truncated")))) if groups and "loops" in groups[0]
+        else 0.0,
         "eos_rate": len(finished) / len(totals),
         "finished_length": {"p50": quantile(finished, 0.5), "p90": quantile(finished, 0.9),
                             "max": max(finished, default=None)},
@@ -178,7 +198,12 @@ def verdicts(stats: dict[str, Any], recipe: Recipe, fmt: Format) -> list[dict[st
 
     k, max_len = stats["group_size"], stats["max_completion_length"]
     trunc, fl = stats["truncation_rate"], stats["finished_length"]
-    if trunc > 0.2:
+    if trunc > 0.2 and stats.get("looping_share", 0.0) >= 0.5:
+        say("warn", "truncated-loops", f"{trunc:.0%} of completions stop at {max_len} tokens, but "
+            f"{stats['looping_share']:.0%} of those repeat themselves (loops): a longer limit would not finish them. "
+            "GRPO's format and answer rewards teach the model to stop; if truncation stays high, add a "
+            "repetition_penalty reward layer")
+    elif trunc > 0.2:
         level = "fatal" if trunc > recipe.grpo.warn_truncated_ratio else "warn"
         need = (f"finished ones need up to {fl['max']} (median {fl['p50']:g})" if fl["max"] is not None
                 else "none finished")
@@ -260,21 +285,38 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
             found.append({"level": "warn", "code": "few-learnable",
                           "message": f"{len(selected)} learnable prompts for the {needed} that {g.args.max_steps} "
                                      f"steps use: each is seen about {needed / len(selected):.1f} times"})
+    found = accept(found, g.preflight_accept)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"stats": stats, "verdicts": found, "selection": selection, "sampling": vars(sampling),
               "per_prompt": [{"id": x["id"], "pass_rate": sum(x["passed"]) / len(x["passed"]),
                               "total_mean": _mean(x["total"])} for x in groups]}
-    (out_dir / PREFLIGHT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_json(out_dir / PREFLIGHT_FILE, report)
     if selected is not None:
-        (out_dir / SELECTED_FILE).write_text(json.dumps(selected) + "\n", encoding="utf-8")
+        write_json(out_dir / SELECTED_FILE, selected)
     plot_preflight(report, out_dir / "preflight.png")
     for v in found:
-        (log.warning if v["level"] != "info" else log.info)("preflight %s: %s", v["level"], v["message"])
+        (log.warning if v["level"] in ("warn", "fatal") else log.info)("preflight %s: %s", v["level"], v["message"])
     if selection:
         log.info("preflight: scored %d prompts, kept %d learnable (dropped %d never right, %d always right); "
                  "GRPO needs %d", selection["scored"], selection["kept"], selection["dropped_never_right"],
                  selection["dropped_always_right"], needed)
     return report
+
+
+# Every finding the preflight can report, by code (what grpo.preflight_accept may name).
+VERDICT_CODES = ("truncated", "truncated-loops", "format-constant", "flat", "no-learnable", "answer-drowned",
+                 "few-learnable", "headroom")
+
+
+def accept(found: list[dict[str, str]], accepted: dict[str, str]) -> list[dict[str, str]]:
+    """Findings the recipe accepts knowingly (``grpo.preflight_accept``: code -> the reason,
+    written in the recipe) are reported as accepted, with that reason, and stop nothing.
+
+    >>> accept([{"level": "warn", "code": "few-learnable", "message": "9 for 20"}], {"few-learnable": "seen twice"})
+    [{'level': 'accepted', 'code': 'few-learnable', 'message': '9 for 20 (accepted by the recipe: seen twice)'}]
+    """
+    return [{**v, "level": "accepted", "message": f"{v['message']} (accepted by the recipe: {accepted[v['code']]})"}
+            if v["code"] in accepted and v["level"] != "info" else v for v in found]
 
 
 def check_verdicts(report: dict[str, Any], mode: str, where: Path) -> None:
@@ -358,7 +400,7 @@ def selected_rows(rows: list[dict[str, Any]], folder: Path | None) -> list[dict[
     path = folder / SELECTED_FILE
     if not path.is_file():
         raise RecipeError(f"grpo.select: learnable, but the preflight left no {path}; re-run to redo the preflight")
-    keep = set(json.loads(path.read_text(encoding="utf-8")))
+    keep = set(read_json(path, kind=list))
     chosen = [r for r in rows if r["id"] in keep]
     if not chosen:
         raise RecipeError("grpo.select: learnable kept no prompt (none was sometimes right and sometimes wrong); "

@@ -101,9 +101,9 @@ def result_tables(results: RunResults) -> list[str]:
     if results.comparisons:
         lines += ["", "## Paired comparisons (exact McNemar test)", "",
                   "| task / share | metric | before | after | fixed | broken | p |", "|---|---|---|---|---|---|---|"]
-        for key, metrics in results.comparisons.items():
+        for key, pair in results.comparisons.items():
             for m in ("format_ok", "strict", "lenient"):
-                r = metrics[m]
+                r = pair["metrics"][m]
                 lines.append(f"| {key} | {m} | {r['before']:.1%} | {r['after']:.1%} | {r['fixed']} | {r['broken']} | "
                              f"{r['p_value']:.3g} |")
         lines += ["", "; ".join(f"`{c.label}` is {c.doc}" for c in COMPARISONS) + "."]

@@ -5,7 +5,6 @@ holds only status, timings and paths. The run report, the model card and the Pyt
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ class RunResults:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # state.json: seconds and what each recorded
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe as run
     evaluations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stage -> task -> metrics
-    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task/label" -> metric -> paired result
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task/label" -> compare report (no ids)
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task-sampled/label" -> pass-rate comparison
     preflight: dict[str, Any] | None = None
     grpo_log: list[dict[str, Any]] | None = None
@@ -52,8 +51,8 @@ def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> Ru
         folder = run_dir / COMPARE.name / key
         pair = _json(folder / "compare.json")
         if pair:
-            out.comparisons[key] = {m: {k: v for k, v in r.items() if not k.endswith("_ids")}
-                                    for m, r in pair["metrics"].items()}
+            metrics = {m: {k: v for k, v in r.items() if not k.endswith("_ids")} for m, r in pair["metrics"].items()}
+            out.comparisons[key] = {**pair, "metrics": metrics}
         rates = _json(folder / "pass_rates.json")
         if rates:
             out.sampled[key] = rates

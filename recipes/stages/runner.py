@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from aha.eval.files import FolderLock, read_json, write_json
 from aha.formats import Format, get_format
 
 from ..config.schema import Recipe, RecipeError, resolve_path
@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the backends import the training stack; the runner needs on
 
 log = logging.getLogger("aha")
 STATE_FILE = "state.json"
+STATE_HINT = ("it is not a state file aha wrote, or was cut short; to start the run over, delete the folder "
+              "(or use another --out)")
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -104,7 +106,7 @@ class Run:
         self.writes = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.state = read_json(self.state_path, STATE_HINT) if self.state_path.is_file() else {}
         digest = recipe_hash(recipe)
         self.state.setdefault("stages", {})
         if restart_from:
@@ -123,7 +125,7 @@ class Run:
         run = cls.__new__(cls)
         run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
         run.state_path = run.dir / STATE_FILE
-        run.state = json.loads(run.state_path.read_text())
+        run.state = read_json(run.state_path, STATE_HINT)
         return run
 
     def check_same_recipe(self) -> None:
@@ -161,9 +163,7 @@ class Run:
     def _save(self) -> None:
         if not self.writes:
             return
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
-        os.replace(tmp, self.state_path)
+        write_json(self.state_path, self.state)
 
     def done(self, stage: str) -> bool:
         return stage in self.state["stages"]
@@ -199,7 +199,6 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
                stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
     ``restart_from`` runs that stage and every later one again (their outputs are replaced)."""
-    from ..training.backends import make_backend
     from ..training.models import pick_backend
 
     pick_backend(recipe.model.backend, recipe.model)  # "unsloth without a GPU" is refused before the run directory is touched
@@ -208,11 +207,26 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
         raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
     if restart_from and restart_from not in stages:
         raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
+    # One writer per run folder: the main process holds its lock for the whole run (refused at once if another holds it).
+    lock = on_main(lambda: FolderLock(out_dir).acquire())
+    try:
+        return _run_stages(recipe, out_dir, recipe_dir, stages, stop_after, restart_from, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, stages: list[str],
+                stop_after: str | None, restart_from: str | None, lock: FolderLock | None) -> dict[str, Any]:
+    from ..training.backends import make_backend
+
     # The main process sets up (or resumes) the run folder; the others then read it.
     run = on_main(lambda: Run(recipe, out_dir, recipe_dir, restart_from=restart_from))
     if run is None:
         run = Run.follow(recipe, out_dir, recipe_dir)
     _setup_logging(run.dir, is_main())
+    if lock is not None and lock.taken_over:
+        log.info("took over the run folder's lock from pid %d, which is no longer running", lock.taken_over)
     todo = [s for s in stages if not run.done(s)]
     if run.changed:
         log.info("recipe changed in %s; no finished stage read it, so the remaining stages use the new values",

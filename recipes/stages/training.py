@@ -5,11 +5,11 @@ its last checkpoint."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aha.eval.backends import prompts_per_batch_for
+from aha.eval.files import write_json
 from aha.formats import Format
 
 from ..config.schema import Recipe
@@ -69,7 +69,6 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
                                   peft_config=peft_config, **ctx.backend.rollout_args())
     result = {"prompts": len(rows), **train_and_save(trainer, out)}
     if trainer.accelerator.is_main_process:
-        (out / TRAINING_FILE).write_text(json.dumps({"warnings": watch.warned, "reward_errors": watch.error_counts()},
-                                                    indent=1) + "\n", encoding="utf-8")
+        write_json(out / TRAINING_FILE, {"warnings": watch.warned, "reward_errors": watch.error_counts()})
     ctx.backend.trained(adapter_of(ctx.run.dir, ctx.stage))
     return result

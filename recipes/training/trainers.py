@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from aha.eval.files import write_json
 from aha.formats import Format
 from aha.rewards import get_reward
 
@@ -46,7 +47,7 @@ def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
     if trainer.accelerator.is_main_process:  # under a launch, one process writes; the others wait for it
         trainer.model.save_pretrained(str(out_dir / "adapter"))
         trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
-        (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+        write_json(out_dir / "log_history.json", trainer.state.log_history)
     trainer.accelerator.wait_for_everyone()
     return {"steps": trainer.state.global_step}
 
