@@ -74,7 +74,7 @@ def main() -> int:
     model, tokenizer = tiny_qwen3(Path(tempfile.mkdtemp())) if args.model == "tiny-qwen3" else smollm2()
     problems = load_task("gsm8k", path=args.data, limit=args.n)
     fmt = get_format("unsloth")
-    prompts = [fmt.build_prompt(tokenizer, p.question) for p in problems]
+    prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in problems]
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
     backend.generate(prompts[:2], Sampling(max_new_tokens=4))  # warm-up

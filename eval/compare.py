@@ -79,6 +79,19 @@ def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "str
             "unchanged": len(common) - up - down, "p_value": sign_test(up, down)}
 
 
+def too_small_note(problems: int, result: dict[str, Any]) -> str:
+    """What a paired difference that is not significant means on a set this size.
+
+    >>> too_small_note(30, {"fixed": 2, "broken": 0, "delta": 2 / 30, "p_value": 0.5})
+    'Not significant (exact McNemar p = 0.5): on 30 problems one problem is 3.3 points, and +6.7 points (2 fixed, 0 broken) cannot be told from noise; even 6 fixed and none broken would be needed for p < 0.05.'
+    """
+    need = next(n for n in range(1, 1000) if mcnemar_exact(n, 0) < 0.05)
+    return (f"Not significant (exact McNemar p = {result['p_value']:.3g}): on {problems} problems one problem is "
+            f"{100 / problems:.1f} points, and {100 * result['delta']:+.1f} points ({result['fixed']} fixed, "
+            f"{result['broken']} broken) cannot be told from noise; even {need} fixed and none broken would be "
+            "needed for p < 0.05.")
+
+
 def to_markdown(report: dict[str, Any], examples: int = 5) -> str:
     lines = [f"# Before vs after ({report['problems']} paired problems)", "",
              f"- before: `{report['before']}`", f"- after: `{report['after']}`", "",
@@ -87,6 +100,7 @@ def to_markdown(report: dict[str, Any], examples: int = 5) -> str:
         lines.append(f"| {m} | {r['before']:.1%} | {r['after']:.1%} | {r['delta']:+.1%} | {r['fixed']} | "
                      f"{r['broken']} | {r['p_value']:.3g} |")
     primary = report["metrics"][report["primary_metric"]]
+    lines += ["", too_small_note(report["problems"], primary)] if primary["p_value"] >= 0.05 else []
     lines += ["", f"Problems fixed ({report['primary_metric']}), first {examples}: "
               + (", ".join(primary["fixed_ids"][:examples]) or "none"),
               f"Problems broken ({report['primary_metric']}), first {examples}: "

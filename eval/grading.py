@@ -6,20 +6,33 @@ import math
 from collections import Counter
 from typing import Any
 
-from aha.formats import answers_equal, answers_match, clean_answer, get_format, last_number, parse_number
+from aha.formats import (
+    InputError, answers_equal, answers_match, clean_answer, find_last_boxed, get_format, last_number, parse_number,
+)
 from aha.rewards import math_equal
 
 from . import metrics as names
-from .stats import wilson_interval
+from .stats import bootstrap_interval, wilson_interval
+
+GRADERS = ("numeric", "math")
 
 
-def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool = False) -> dict[str, Any]:
+def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool = False,
+          grader: str = "numeric") -> dict[str, Any]:
     """Verdicts for one completion.
 
     - ``format_ok``: the completion follows the format exactly;
     - ``strict``: format_ok and the format's answer equals the gold;
     - ``lenient``: the format's answer, or failing that the last number, equals the gold;
     - ``math_verify``: math-verify finds that same answer equivalent to the gold.
+
+    ``grader`` says what "equals" means: ``numeric`` (GSM8K-style answers) compares values,
+    or cleaned text when the gold is not a number; ``math`` (LaTeX answers: MATH, AIME)
+    also accepts what math-verify finds equivalent, and falls back on the last ``\\boxed{}``
+    before the last number.
+
+    >>> grade("so $x=\\\\frac{1}{2}$, \\\\boxed{\\\\dfrac12}", "0.5", "boxed", grader="math")["strict"]
+    True
 
     >>> g = grade("17+17=34<end_working_out><SOLUTION>34</SOLUTION>", "34")
     >>> g["strict"], g["lenient"], g["math_verify"], g["format_ok"]
@@ -28,18 +41,30 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     >>> g["strict"], g["lenient"], g["extracted"]
     (False, True, '34')
     """
+    if grader not in GRADERS:
+        raise InputError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}")
     fmt = get_format(format)
     text = completion if isinstance(completion, str) else ""
     format_answer = fmt.extract_answer(text)
     format_ok = fmt.check_format(text)
-    extracted = format_answer if format_answer is not None else last_number(text)
+    if grader == "math" and format_answer is None:
+        boxed = find_last_boxed(text)
+        extracted = clean_answer(boxed) if boxed is not None else last_number(text)
+    else:
+        extracted = format_answer if format_answer is not None else last_number(text)
+    verified = bool(math_equal(gold, extracted)) if extracted is not None else False
+
+    def right(answer: str | None) -> bool:
+        if grader == "numeric" or answer is None:
+            return answers_match(answer, gold)
+        return answers_match(answer, gold) or (verified if answer == extracted else bool(math_equal(gold, answer)))
 
     return {
         "extracted": extracted,
         "format_ok": format_ok,
-        "strict": format_ok and answers_match(format_answer, gold),
-        "lenient": answers_match(extracted, gold),
-        "math_verify": bool(math_equal(gold, extracted)) if extracted is not None else False,
+        "strict": format_ok and right(format_answer),
+        "lenient": right(extracted),
+        "math_verify": verified,
         "truncated": bool(truncated),
     }
 
@@ -89,6 +114,9 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
             for key in ("strict", "lenient"):
                 metrics[names.pass_at(kk, key)] = sum(
                     pass_at_k(len(s["samples"]), sum(g[key] for g in s["samples"]), kk) for s in samples) / n
+        for key in ("strict", "lenient"):  # avg@k (pass@1 over k samples): its interval, problems resampled
+            rates = [sum(g[key] for g in s["samples"]) / len(s["samples"]) for s in samples]
+            metrics[names.interval(names.pass_at(1, key))] = list(bootstrap_interval(rates))
         metrics[names.maj_at(k)] = sum(
             majority_correct([g["extracted"] for g in s["samples"][:k]], s["answer"]) for s in samples) / n
     return metrics

@@ -36,12 +36,26 @@ def fingerprint(fmt: Any, sampling: Sampling, backend: str, adapter: str | None,
             "sampling": vars(sampling)}
 
 
+def asking(fmt: Any, problems: list[Problem]) -> dict[str, Any]:
+    """How the problems are asked and graded, where that is not the default: the task's
+    instruction as the format applies it, and the grader (part of the fingerprint and the
+    summary)."""
+    out: dict[str, Any] = {}
+    instructions = sorted({fmt.ask("", p.instruction).strip() for p in problems} - {""})
+    if instructions:
+        out["instruction"] = instructions[0] if len(instructions) == 1 else instructions
+    graders = sorted({p.grader for p in problems} - {"numeric"})
+    if graders:
+        out["grader"] = graders[0] if len(graders) == 1 else graders
+    return out
+
+
 def check_resumable(out_dir: str | Path, problems: list[Problem], format: Any, sampling: Sampling, backend: str,
                     adapter: str | None = None, meta: dict[str, Any] | None = None) -> None:
     """Refuse, before any model loads, an output folder that holds another evaluation's results."""
-    out = Path(out_dir)
+    out, fmt = Path(out_dir), get_format(format)
     _check_resumable(out, read_done(out / SAMPLES_FILE), problems,
-                     fingerprint(get_format(format), sampling, backend, adapter, meta or {}))
+                     {**fingerprint(fmt, sampling, backend, adapter, meta or {}), **asking(fmt, problems)})
 
 
 def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[Problem], print_: dict[str, Any]) -> None:
@@ -96,13 +110,18 @@ def _rewrite_clean(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _append_rows(fh: Any, path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows and make them durable; a full disk names the file (rows before it are kept)."""
+def _append_rows(fd: int, path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows and make them durable, all of them or none: a write that fails (a full
+    disk) is cut back to where it began, and the error names the file."""
+    block = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    start = os.lseek(fd, 0, os.SEEK_END)
     try:
-        fh.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        fh.flush()
-        os.fsync(fh.fileno())
+        view = memoryview(block)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     except OSError as err:
+        os.ftruncate(fd, start)
         raise OSError(err.errno, err.strerror, str(path)) from err
 
 
@@ -131,7 +150,8 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
     ids = {p.id for p in problems}
     if len(ids) != len(problems):
         raise InputError("problem ids are not unique")
-    print_ = fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {})
+    print_ = {**fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {}),
+              **asking(fmt, problems)}
     _check_resumable(out, done, problems, print_)
     write_json(out / FINGERPRINT_FILE, print_)
     _rewrite_clean(samples_path, [done[p.id] for p in problems if p.id in done])
@@ -140,26 +160,26 @@ def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format:
     started = time.time()
     # The bar is closed (its line ended) before any error reaches the user's terminal.
     with _progress(len(problems), len(problems) - len(todo), progress) as bar, \
-            open(samples_path, "a", encoding="utf-8") as fh:
+            open(samples_path, "ab") as fh:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            prompts = [fmt.build_prompt(tokenizer, p.question) for p in part]
+            prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in part]
             kwargs = {"adapter": adapter} if adapter else {}
             generations = backend.generate(prompts, sampling, **kwargs)
             rows = []
             for problem, gens in zip(part, generations):
-                graded = [{**grade(g.text, problem.answer, fmt, g.truncated), "num_tokens": g.num_tokens, "text": g.text}
-                          for g in gens]
+                graded = [{**grade(g.text, problem.answer, fmt, g.truncated, problem.grader),
+                           "num_tokens": g.num_tokens, "text": g.text} for g in gens]
                 rows.append({"id": problem.id, "question": problem.question, "answer": problem.answer,
                              "samples": graded})
-            _append_rows(fh, samples_path, rows)  # a chunk's rows in one write: a resume starts at a chunk boundary
+            _append_rows(fh.fileno(), samples_path, rows)  # a chunk at once: a resume starts at a chunk boundary
             done.update((row["id"], row) for row in rows)
             bar.update(len(part))
     rows = [done[p.id] for p in problems]
     summary = {
         "results": summarize(rows),
         "config": {"format": fmt.name, "adapter": adapter, "backend": getattr(backend, "name", type(backend).__name__),
-                   "sampling": vars(sampling), **(meta or {})},
+                   "sampling": vars(sampling), "grader": "numeric", **asking(fmt, problems), **(meta or {})},
         "versions": versions(),
         "timing": {"seconds_this_run": round(time.time() - started, 3), "generated_this_run": len(todo)},
     }

@@ -94,3 +94,22 @@ def spread(values: list[float]) -> dict[str, float]:
     sd = statistics.stdev(values) if n > 1 else 0.0
     return {"mean": round(mean, 4), "sd": round(sd, 4), "min": min(values, default=float("nan")),
             "max": max(values, default=float("nan")), "n": n}
+
+
+def bootstrap_interval(values: list[float], resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of ``values`` (say each problem's pass rate
+    over k samples: the interval of avg@k), resampling problems with replacement; seeded,
+    so the same values give the same interval.
+
+    >>> bootstrap_interval([1.0] * 10), bootstrap_interval([0.0, 1.0] * 20)
+    ((1.0, 1.0), (0.35, 0.65))
+    """
+    import random
+
+    if not values:
+        return (0.0, 0.0)
+    rng, n = random.Random(seed), len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return (round(means[int(tail * resamples)], 4), round(means[min(resamples - 1, int((1 - tail) * resamples))], 4))

@@ -1,7 +1,10 @@
-"""Evaluation tasks: GSM8K, DAPO-Math held-out, built-in arithmetic.
+"""Evaluation tasks as data: one :class:`Task` record each (where the problems come from,
+which fields hold the problem, gold and reference solution, the instruction the published
+numbers used, and how answers are graded), and one loader for all of them.
 
-A task is a list of :class:`Problem` with normalised gold answers. Hub loading is
-kept for users; a local jsonl/parquet path in the same schema works offline.
+GSM8K, MATH-500, AIME 2024/2025, AMC 2023 and Minerva math ship in ``eval/data/`` and load
+offline; their hub copies stay reachable with ``--data`` or the hub loader. DAPO-Math is a
+held-out split carved from the hub dataset; ``arith`` is generated from a seed.
 """
 
 from __future__ import annotations
@@ -13,26 +16,28 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aha.formats import InputError, gold_from_gsm8k
+from aha.formats import InputError, find_last_boxed, gold_from_gsm8k
 
 from .files import read_json, read_parquet, read_text
 
 CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 DAPO_HUB = ("open-r1/DAPO-Math-17k-Processed", "en")
 GSM8K_HUB = ("openai/gsm8k", "main")
-TASKS = ("gsm8k", "dapo-math", "arith")
-GENERATED_TASKS = ("arith",)  # problems made from a seed: replicates move it
+DATA = Path(__file__).parent / "data"
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: a stable id, the question, the gold answer, and (when the
-    source has one) a worked solution for SFT."""
+    """One problem: a stable id, the question, the gold answer, (when the source has one) a
+    reference solution, the task's instruction and how its answers are graded."""
 
     id: str
     question: str
     answer: str
     solution: str = ""
+    instruction: str = ""  # the task's own instruction; Format.build_prompt decides whether it applies
+    grader: str = "numeric"  # numeric: equal values | math: equivalent LaTeX (math-verify)
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -200,17 +205,94 @@ def make_arith(n: int = 200, level: int = 1, seed: int = 0) -> list[Problem]:
     return problems
 
 
+@dataclass(frozen=True)
+class Task:
+    """A task as data. ``answer`` names the gold's field, or ``boxed:FIELD`` for the last
+    ``\\boxed{}`` of that field (Minerva's golds are in its solutions)."""
+
+    name: str
+    source: str  # what the data is, and where it came from (docs/SOURCES.md has the full entry)
+    file: str | None = None  # shipped under eval/data/: loads offline
+    hub: tuple[str, str | None, str] | None = None  # (dataset, config, split) on the Hugging Face Hub
+    question: str = "problem"
+    answer: str = "answer"
+    solution: str | None = None
+    id: str | None = None  # a stable id field (default: the row's position)
+    instruction: str = ""  # what the published numbers asked, applied through the recipe's format
+    grader: str = "numeric"
+    size: int | None = None  # the number of problems the source has (checked by the tests)
+    generated: bool = False  # made from a seed (replicates move it), not read
+    loader: str | None = None  # a loader of its own (tasks that are not a plain file of rows)
+
+
+_MATH = {"instruction": BOXED_INSTRUCTION, "grader": "math"}
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("gsm8k", "GSM8K test split (Cobbe et al. 2021; MIT)", file="gsm8k/test.jsonl", hub=(*GSM8K_HUB, "test"),
+         question="question", size=1319, loader="gsm8k"),
+    Task("math500", "MATH-500: the MATH test problems of PRM800K (Hendrycks et al. 2021, Lightman et al. 2023; MIT)",
+         file="math500/test.jsonl", hub=("HuggingFaceH4/MATH-500", None, "test"), solution="solution",
+         id="unique_id", size=500, **_MATH),
+    Task("aime24", "AIME 2024 I and II (MAA; problems and answers as published on the AoPS wiki)",
+         file="aime24/test.jsonl", solution="solution", id="id", size=30, **_MATH),
+    Task("aime25", "AIME 2025 I and II (MAA; problems and answers as published on the AoPS wiki)",
+         file="aime25/test.jsonl", id="id", size=30, **_MATH),
+    Task("amc23", "AMC 12 2023 A and B, the 40 with integer answers (MAA; AoPS wiki)", file="amc23/test.jsonl",
+         id="id", size=40, **_MATH),
+    Task("minerva", "Minerva math: MIT OpenCourseWare problems (Lewkowycz et al. 2022; CC BY-NC-SA 4.0)",
+         file="minerva/test.jsonl", answer="boxed:solution", solution="solution", id="idx", size=272, **_MATH),
+    Task("dapo-math", "the held-out split of open-r1/DAPO-Math-17k-Processed (en), carved by dapo_split",
+         hub=(*DAPO_HUB, "train"), loader="dapo"),
+    Task("arith", "arithmetic word problems generated from a seed (aha's own)", generated=True, loader="arith"),
+)}
+GENERATED_TASKS = tuple(name for name, t in TASKS.items() if t.generated)  # replicates move their seed
+
+
+def _gold(task: Task, row: dict, where: str) -> str:
+    if task.answer.startswith("boxed:"):
+        boxed = find_last_boxed(str(row.get(task.answer.split(":", 1)[1], "")))
+        if boxed is None:
+            raise InputError(f"{where}: no \\boxed{{}} answer in its {task.answer.split(':', 1)[1]}")
+        return boxed.strip()
+    value = row[task.answer]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # AMC's 27.0 is the integer 27
+    return str(value).strip()
+
+
+def _rows_problems(task: Task, rows: list[dict], source: str) -> list[Problem]:
+    gold_field = task.answer.split(":", 1)[1] if task.answer.startswith("boxed:") else task.answer
+    _check_rows(rows, {task.question: (str,), gold_field: (str, int, float)}, source)
+    out = []
+    for i, row in enumerate(rows):
+        ident = f"{task.name}-{row[task.id]}" if task.id and row.get(task.id) is not None else f"{task.name}-{i}"
+        out.append(Problem(ident, row[task.question], _gold(task, row, f"{source}: row {i + 1}"),
+                           str(row.get(task.solution) or "") if task.solution else "", task.instruction,
+                           task.grader))
+    return out
+
+
 def load_task(name: str, path: str | Path | None = None, limit: int | None = None, seed: int = 0,
-              split: str = "test", level: int = 1, n: int = 200, heldout: int = 500) -> list[Problem]:
-    """Problems of a task by name. ``limit`` keeps the first N (a fixed order)."""
-    if name == "gsm8k":
-        problems = load_gsm8k(path, split)
-    elif name == "dapo-math":
-        problems = load_dapo(path, "heldout" if split == "test" else "train", heldout=heldout, seed=seed)
-    elif name == "arith":
-        problems = make_arith(n, level=level, seed=seed)
-    else:
+              split: str = "test", level: int = 1, n: int = 200, heldout: int = 500, hub: bool = False) -> list[Problem]:
+    """Problems of a task by name: from ``path`` when given, else the shipped file (offline),
+    else (or with ``hub``) the Hugging Face Hub. ``limit`` keeps the first N (a fixed order).
+
+    >>> [len(load_task(t)) for t in ("math500", "aime24", "aime25", "amc23", "minerva")]
+    [500, 30, 30, 40, 272]
+    """
+    if name not in TASKS:
         raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    task = TASKS[name]
+    if task.loader == "gsm8k":
+        problems = load_gsm8k(path or (DATA / task.file if split == "test" and not hub else None), split)
+    elif task.loader == "dapo":
+        problems = load_dapo(path, "heldout" if split == "test" else "train", heldout=heldout, seed=seed)
+    elif task.loader == "arith":
+        problems = make_arith(n, level=level, seed=seed)
+    elif path or (task.file and not hub):
+        source = Path(path) if path else DATA / task.file
+        problems = _rows_problems(task, read_rows(source), str(source))
+    else:
+        problems = _rows_problems(task, _hub_rows(*task.hub), task.hub[0])
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit must be at least 1, not {limit}")

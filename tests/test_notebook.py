@@ -2,6 +2,9 @@
 Jupyter kernel on the tiny smoke recipe (offline, CPU), as a Colab user would run it."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,50 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     shown = "".join(o.get("data", {}).get("text/markdown", "") for c in code for o in c.outputs)
     assert "## Paired comparisons" in shown and "data:image/png;base64," in shown
     assert "| question | base | sft | grpo |" in shown  # try_model's side-by-side table
+
+
+def _repository() -> str:
+    import tomllib
+
+    pyproject = tomllib.loads((NOTEBOOK.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    return pyproject["project"]["urls"]["Repository"].rstrip("/")
+
+
+def test_the_colab_badge_and_the_install_cell_point_at_the_repository():
+    repo = _repository()
+    readme = (NOTEBOOK.parents[1] / "README.md").read_text(encoding="utf-8")
+    colab = repo.replace("https://github.com/", "https://colab.research.google.com/github/")
+    assert f"]({colab}/blob/main/notebooks/quickstart.ipynb)" in readme  # the badge opens Colab on the notebook
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    parameters = "".join(nb["cells"][2]["source"])
+    assert f'AHA_SOURCE = "git+{repo}.git"' in parameters
+
+
+@pytest.mark.slow
+def test_the_install_cell_installs_aha_into_a_fresh_environment(tmp_path):
+    """The install cell, run for real as Colab runs it: a fresh virtual environment that has
+    only torch (as a Colab runtime has it), aha from a wheel built here (standing in for the
+    repository URL), everything else from the package index."""
+    root = NOTEBOOK.parents[1]
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(root)], check=True,
+                   cwd=tmp_path, timeout=600)
+    wheel = next(wheels.glob("aha_recipes-*.whl"))
+    venv = tmp_path / "colab"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    import torch
+
+    subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}"], check=True,
+                   timeout=900)
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    program = "".join(cells[0]["source"]) + "\n" + "".join(cells[1]["source"])
+    env = {**os.environ, "AHA_NOTEBOOK_INSTALL": "1", "AHA_NOTEBOOK_SOURCE": wheel.as_uri(), "HF_HUB_OFFLINE": "1",
+           "PIP_CONSTRAINT": ""}
+    done = subprocess.run([python, "-c", program], env=env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = ("from aha.recipes import load_recipe; import trl, peft; "
+             "print(load_recipe('tiny-qwen3-smoke').grpo.args.num_generations)")
+    done = subprocess.run([python, "-c", check], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-3000:]

@@ -184,6 +184,10 @@ class EvalTask:
     level: int = setting(1, ge=1, help="arith: difficulty")
     seed: int = setting(0, ge=0, help="generated tasks: their seed; dapo-math: the split's seed")
     heldout: int = setting(500, ge=1, help="dapo-math: the held-out split's size")
+    k: int = setting(1, ge=1, help="> 1: also sample k answers per problem (avg@k with its interval, pass@k, maj@k), "
+                     "as small sets like AIME need")
+    temperature: float = setting(0.6, gt=0, help="with k > 1: the sampling temperature")
+    top_p: float = setting(0.95, gt=0, le=1, help="with k > 1: nucleus sampling")
 
 
 @dataclass

@@ -25,6 +25,24 @@ def accelerate_config(name_or_path: str) -> Path:
     return path
 
 
+def check_launch_needs(config: Path) -> None:
+    """What the config's distributed type needs must be installed: DeepSpeed is not a
+    dependency of aha (it builds from source), so say how to get it before launching."""
+    import importlib.util
+
+    import yaml
+
+    from aha.eval.files import read_text
+
+    try:
+        kind = (yaml.safe_load(read_text(config)) or {}).get("distributed_type")
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--config {config}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise RecipeError(f"--config {config.stem} launches DeepSpeed, which is not installed: "
+                          "DS_BUILD_OPS=0 pip install 'aha-recipes[deepspeed]' (builds in under a minute, no CUDA needed)")
+
+
 def accelerate_command(recipe: Recipe, config: str, num_processes: int, run_args: list[str]) -> list[str]:
     """``accelerate launch`` running ``aha run`` with ``run_args`` on ``num_processes`` processes.
     The recipe's GRPO batch is per device; the global batch must split into whole groups.
@@ -38,6 +56,7 @@ def accelerate_command(recipe: Recipe, config: str, num_processes: int, run_args
         raise RecipeError(f"--num-processes must be at least 1, not {num_processes}")
     check_global_batch(recipe, num_processes)
     path = accelerate_config(config)
+    check_launch_needs(path)
     # --quiet: a failed process already said why in one line; accelerate's own stack trace would bury it
     return [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(path),
             "--num_processes", str(num_processes), "-m", "aha.recipes.cli", "run", *run_args]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -41,9 +42,32 @@ def _state() -> Any:
     return PartialState(timeout=timedelta(hours=6))
 
 
+@contextmanager
+def whole_models():
+    """Models loaded inside load whole, never partitioned by DeepSpeed ZeRO-3. A step that
+    runs on the main process alone (evaluation, the preflight, export) must not make
+    ZeRO-3's collective calls, which the other processes would never answer."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)  # what TrainingArguments registered
+    config = ref() if ref is not None else None
+    if config is None or not hf_deepspeed.is_deepspeed_zero3_enabled():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 def on_main(step: Callable[[], T]) -> T | None:
-    """Run ``step`` on the main process only; every process returns after it finished.
-    An exception on the main process is raised there and reported on the others."""
+    """Run ``step`` on the main process only (its models whole: :func:`whole_models`); every
+    process returns after it finished. An exception on the main process is raised there and
+    reported on the others."""
     if world_size() == 1:
         return step()
     import torch.distributed as dist
@@ -54,7 +78,8 @@ def on_main(step: Callable[[], T]) -> T | None:
     result = None
     if is_main():
         try:
-            result = step()
+            with whole_models():
+                result = step()
         except BaseException as err:  # noqa: BLE001 - the others must hear of it, then it is raised here
             error = err
             outcome = [f"{type(err).__name__}: {err}"]

@@ -1,6 +1,7 @@
 """The compare stage: every comparison of the stage table (``table.COMPARISONS``) on every
 task both of its evaluations have. Greedy verdicts are paired by problem (exact McNemar);
-sampled evaluations pair per-problem pass rates (exact sign test). Each comparison is
+sampled evaluations (GRPO's settings, or a task's avg@k) pair per-problem pass rates
+(exact sign test). Each comparison is
 written once, in ``compare/<task>/<label>/``."""
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from typing import Any
 
 from aha.eval import write_report
 from aha.eval.compare import compare_pass_rates
-from aha.eval.files import write_json
+from aha.eval.files import read_json, write_json
 
-from .evaluate import SAMPLED_SUFFIX
 from .runner import Context
 from .table import COMPARISONS
 
@@ -31,7 +31,7 @@ def compare_stage(ctx: Context) -> dict[str, Any]:
             if not (after / key / "summary.json").is_file():
                 continue
             out = ctx.path(key, c.label)
-            if key.endswith(SAMPLED_SUFFIX):
+            if read_json(before / key / "summary.json")["config"]["sampling"]["n"] > 1:
                 r = compare_pass_rates(before / key, after / key, metric=metric)
                 out.mkdir(parents=True, exist_ok=True)
                 write_json(out / PASS_RATES_FILE, r)

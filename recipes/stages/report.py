@@ -92,12 +92,30 @@ def result_tables(results: RunResults) -> list[str]:
                   "truncated | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
         for stage, tasks in results.evaluations.items():
             for task, r in tasks.items():
-                if task.endswith(SAMPLED_SUFFIX):  # sampled evaluations have their own table
+                if task.endswith(SAMPLED_SUFFIX) or names.pass_at(1, "strict") in r:  # sampled: tables of their own
                     continue
                 lines.append(f"| {stage} | {task} | {r[names.PROBLEMS]} | {r[names.FORMAT_COMPLIANCE]:.1%} | "
                              f"{r[names.accuracy('strict')]:.1%} | {r[names.accuracy('lenient')]:.1%} | "
                              f"{r[names.accuracy('math_verify')]:.1%} | {r[names.TRUNCATION_RATE]:.1%} | "
                              f"{r[names.MEAN_TOKENS]:.1f} |")
+    asked = {task: a for task, a in results.asked.items() if not task.endswith(SAMPLED_SUFFIX)}
+    if asked:
+        lines += ["", "How each task was asked and graded (the instruction as the recipe's format applies it):", ""]
+        lines += [f"- {task}: grader {a.get('grader', 'numeric')}; instruction "
+                  f"{repr(a['instruction']) if a.get('instruction') else 'none (the format says where the answer goes)'}"
+                  for task, a in asked.items()]
+    avg = [(stage, task, r) for stage, tasks in results.evaluations.items() for task, r in tasks.items()
+           if not task.endswith(SAMPLED_SUFFIX) and names.pass_at(1, "strict") in r]
+    if avg:
+        lines += ["", "## avg@k: k samples per problem at the task's own settings", "",
+                  "avg@k is the mean per-problem pass rate (format followed and answer right), with a 95% bootstrap "
+                  "interval over problems.", "", "| stage | task | problems | k | avg@k strict [95% CI] | pass@k | "
+                  "maj@k |", "|---|---|---|---|---|---|---|"]
+        for stage, task, r in avg:
+            k = max(int(m.split("@")[1].split("_")[0]) for m in r if m.startswith("pass@"))
+            low, high = r[names.interval(names.pass_at(1, "strict"))]
+            lines.append(f"| {stage} | {task} | {r[names.PROBLEMS]} | {k} | {r[names.pass_at(1, 'strict')]:.1%} "
+                         f"[{low:.1%}, {high:.1%}] | {r[names.pass_at(k, 'strict')]:.1%} | {r[names.maj_at(k)]:.1%} |")
     if results.comparisons:
         lines += ["", "## Paired comparisons (exact McNemar test)", "",
                   "| task / share | metric | before | after | fixed | broken | p |", "|---|---|---|---|---|---|---|"]
@@ -109,9 +127,10 @@ def result_tables(results: RunResults) -> list[str]:
         lines += ["", "; ".join(f"`{c.label}` is {c.doc}" for c in COMPARISONS) + "."]
     if results.sampled:
         lines += ["", "## Sampled accuracy at GRPO's temperature", "",
-                  "Each problem answered k times with GRPO's own sampling settings; a problem's pass rate is the share "
-                  "of its k answers that are right. Paired by problem, exact sign test on which problems went up or "
-                  "down.", "", "| task / share | k | problems | mean pass rate before | after | up | down | p |",
+                  "Each problem answered k times (`-sampled`: with GRPO's own sampling settings; `-avg@k`: with the "
+                  "task's); a problem's pass rate is the share of its k answers that are right. Paired by problem, "
+                  "exact sign test on which problems went up or down.", "",
+                  "| task / share | k | problems | mean pass rate before | after | up | down | p |",
                   "|---|---|---|---|---|---|---|---|"]
         for key, r in results.sampled.items():
             lines.append(f"| {key} | {r['k']} | {r['problems']} | {r['before']:.1%} | {r['after']:.1%} | "
@@ -122,10 +141,10 @@ def result_tables(results: RunResults) -> list[str]:
 def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, str]) -> Path:
     run_dir = results.run_dir
     lines = [f"# Run report: {recipe.name}", "", f"Run directory: `{run_dir}`", "", "## Stages", "",
-             "| stage | seconds | notes |", "|---|---|---|"]
+             "| stage | seconds | peak memory (GiB) | notes |", "|---|---|---|---|"]
     for stage, info in results.stages.items():
         notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
-        lines.append(f"| {stage} | {info.get('seconds', '')} | {notes} |")
+        lines.append(f"| {stage} | {info.get('seconds', '')} | {info.get('peak_memory_gib', '')} | {notes} |")
     lines += result_tables(results)
     if results.preflight:
         from .preflight import to_markdown as preflight_markdown

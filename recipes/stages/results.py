@@ -22,6 +22,7 @@ class RunResults:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # state.json: seconds and what each recorded
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe as run
     evaluations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stage -> task -> metrics
+    asked: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> its instruction and grader, as run
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task/label" -> compare report (no ids)
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task-sampled/label" -> pass-rate comparison
     preflight: dict[str, Any] | None = None
@@ -47,6 +48,9 @@ def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> Ru
         tasks = done[stage.name].get("evaluations", [])
         summaries = {key: _json(run_dir / stage.name / key / "summary.json") for key in tasks}
         out.evaluations[stage.name] = {key: s["results"] for key, s in summaries.items() if s}
+        for key, s in summaries.items():
+            if s:
+                out.asked.setdefault(key, {k: s["config"].get(k) for k in ("instruction", "grader") if k in s["config"]})
     for key in done.get(COMPARE.name, {}).get("comparisons", []):
         folder = run_dir / COMPARE.name / key
         pair = _json(folder / "compare.json")

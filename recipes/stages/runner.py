@@ -73,6 +73,42 @@ def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reset_peak_memory() -> None:
+    """Start measuring this process's peak resident memory afresh (Linux; elsewhere the peak
+    stays the process's whole life)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gib() -> float:
+    """This process's peak resident memory since :func:`reset_peak_memory` (GPU memory is the
+    framework's to report)."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 2**20, 2)
+
+
+def release_free_memory() -> None:
+    """Between stages: collect the last stage's models and hand freed heap back to the system
+    (glibc keeps it otherwise, so each stage's peak would stack on the last one's)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 def recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -247,13 +283,16 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             log.info("stage %s", name)
             started = time.time()
             func, ctx = stage.run(), Context(stage, run, backend, fmt)
+            reset_peak_memory()
             try:
                 result = func(ctx) if stage.every_process else on_main(lambda: func(ctx))
             except BaseException:
                 log.error("stage %s stopped after %.1f s; finished stages are kept", name, time.time() - started)
                 raise
-            run.finish(name, time.time() - started, result or {})
-            log.info("stage %s done in %.1f s", name, time.time() - started)
+            release_free_memory()
+            peak = peak_memory_gib()
+            run.finish(name, time.time() - started, {**(result or {}), "peak_memory_gib": peak})
+            log.info("stage %s done in %.1f s (peak memory %.2f GiB)", name, time.time() - started, peak)
             if name == stop_after:
                 break
     finally:

@@ -63,7 +63,7 @@ def sft_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem
     for p in problems:
         if not p.solution:
             continue
-        prompt = fmt.build_prompt(tokenizer, p.question)
+        prompt = fmt.build_prompt(tokenizer, p.question, p.instruction)
         completion = fmt.render_completion(p.solution, p.answer)
         length = len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
         if length > recipe.sft.max_tokens:
@@ -86,7 +86,7 @@ def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Proble
     pool = list(problems)
     rng.shuffle(pool)
     pool = pool[: recipe.grpo.num_prompts]
-    prompts = [fmt.build_prompt(tokenizer, p.question) for p in pool]
+    prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in pool]
     lengths = [len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in prompts]
     cutoff = quantile(lengths, recipe.grpo.prompt_percentile / 100)
     rows = [{"prompt": x, "answer": p.answer, "id": p.id} for x, p, n in zip(prompts, pool, lengths) if n <= cutoff]

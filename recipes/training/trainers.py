@@ -44,12 +44,24 @@ def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
     if resume:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
-    if trainer.accelerator.is_main_process:  # under a launch, one process writes; the others wait for it
-        trainer.model.save_pretrained(str(out_dir / "adapter"))
+    # Every process takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights); the main one writes.
+    trainer.save_model(str(out_dir / "adapter"))
+    if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
         write_json(out_dir / "log_history.json", trainer.state.log_history)
     trainer.accelerator.wait_for_everyone()
     return {"steps": trainer.state.global_step}
+
+
+def _allow_another_accelerator() -> None:
+    """GRPO after SFT is a second Trainer, so a second Accelerator, in one process. Under
+    DeepSpeed accelerate refuses a second one with its plugin unless the first one's state
+    is wiped, which is what transformers itself does between hyperparameter-search trials."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if AcceleratorState._shared_state.get("distributed_type") == DistributedType.DEEPSPEED:
+        AcceleratorState._reset_state()
 
 
 def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str, str]], out_dir: Path,
@@ -57,6 +69,7 @@ def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str,
     from datasets import Dataset
     from trl import SFTTrainer
 
+    _allow_another_accelerator()
     args = for_run(recipe.sft.args, output_dir=str(out_dir / "checkpoints"))
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=peft_config)
@@ -84,6 +97,7 @@ def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: 
     from datasets import Dataset
     from trl import GRPOTrainer
 
+    _allow_another_accelerator()
     funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
                                                                                            tokenizer.eos_token)
     watch = RewardWatch(recipe, funcs, max_completion_length)
