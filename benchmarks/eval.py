@@ -22,7 +22,7 @@ import torch
 from aha.eval import HFBackend, Sampling, evaluate, load_task
 from aha.formats import get_format
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT (see its README)
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "eval" / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT
 
 
 def tiny_qwen3(folder: Path):

@@ -22,7 +22,7 @@ from aha.formats import get_format
 from aha.rewards import LAYERS, get_reward
 from aha.rewards import mathverify
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT (see its README)
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "eval" / "data" / "gsm8k" / "test.jsonl"  # shipped, MIT
 
 
 def load_gsm8k(path: Path, limit: int) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ _DEGREES = re.compile(r"\^\s*\{?\\circ\}?")
 _NUMBER_WITH_UNITS = re.compile(r"(.*?\d)\s*([A-Za-z][A-Za-z .]{0,40}?)(?:\^\{?[23]\}?)?")
 # What may stand left of "=" in a final answer that is a value: a name (x, N, \\theta, a_1), not an equation.
 _NAME = re.compile(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 # lm-evaluation-harness "flexible-extract": the last number-like token.
 _NUMBER_TOKEN = re.compile(r"-?[$0-9.,]{2,}|-?[0-9]+")
 
@@ -109,10 +110,8 @@ def parse_number(text: object) -> Fraction | None:
     if not isinstance(text, str) or len(text) > 200:
         return None
     s = clean_answer(text)
-    if "=" in s:  # "x = 18", "x = y = 18": the value after the last "=", when only names stand before it
-        left, right = s.rsplit("=", 1)
-        if all(_NAME.fullmatch(part.strip()) for part in left.split("=")):
-            s = right.strip()
+    if "=" in s and not is_equation(s):  # "x = 18", "x = y = 18": the value after the last "="
+        s = s.rsplit("=", 1)[1].strip()
     value = _parse_plain(s)
     if value is None:
         units = _NUMBER_WITH_UNITS.fullmatch(s)
@@ -138,6 +137,21 @@ def _parse_plain(s: str) -> Fraction | None:
         num, den = int(groups[-2]), int(groups[-1])
         return Fraction(sign * num, den) if den != 0 else None
     return None
+
+
+def is_equation(text: str) -> bool:
+    """An equation, not a value: left of an ``=`` stands an expression with unknowns. A name
+    (``x = 18``) or plain arithmetic (``23 - 9 = 14``) there still gives the value on the right.
+
+    >>> is_equation("5x - 7y + 4 = 0"), is_equation("x = 18"), is_equation("23 - 9 = 14"), is_equation("18")
+    (True, False, False, False)
+    """
+    if "=" not in text:
+        return False
+    left = text.rsplit("=", 1)[0]
+    if all(_NAME.fullmatch(part.strip()) for part in left.split("=")):
+        return False
+    return any(ch.isalpha() for ch in _LATEX_COMMAND.sub("", left))
 
 
 def last_number(text: str) -> str | None:

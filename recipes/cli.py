@@ -76,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
     check_out_folder(args.out)
-    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
+    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub,
+                         heldout=args.heldout)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
@@ -218,8 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.launch:
         return _launch(args, recipe, out)
     if args.dry_run:
-        print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}; "
-              f"{global_batch_line(recipe, 1)}")
+        batch = f"; {global_batch_line(recipe, 1)}" if recipe.grpo.enabled else ""
+        print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}{batch}")
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
     if is_main():
@@ -385,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     ev.add_argument("--limit", type=_positive_int)
     ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
+    ev.add_argument("--heldout", type=_positive_int, default=500, help="dapo-math: the held-out split's size")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     ev.add_argument("--top-p", type=float, default=1.0)

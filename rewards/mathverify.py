@@ -18,7 +18,7 @@ import threading
 from fractions import Fraction
 from functools import lru_cache
 
-from aha.formats.answers import THOUSANDS_NUMBER
+from aha.formats.answers import THOUSANDS_NUMBER, is_equation
 
 # math-verify rounds to 6 decimals and 15 significant digits: within those limits
 # exact comparison gives its verdict, beyond them we let it decide.
@@ -297,6 +297,8 @@ def math_equal(gold: str | None, guess: str | None) -> bool | None:
         fast = _fast_verdict(gold_text, guess_text)
         if fast is not None:
             return fast
+        if is_equation(guess_text) != is_equation(gold_text):
+            return False  # an equation is not the value on its right-hand side (nor the other way round)
     if not _HELPER.usable:
         return _in_process(gold_text, guess_text)
     try:

@@ -36,7 +36,7 @@ def test_two_processes_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after",
-                                     "compare", "export", "report"]
+                                     "compare", "export", "verify-export", "publish", "report"]
     assert state["stages"]["sft"]["steps"] == 2  # 16 examples / (2 processes x 4): half the single-process steps
     assert done.stdout.count("finished:") == 1 and (out / "report.md").is_file()
     for stage in ("eval-before", "eval-after-sft", "eval-after"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,9 @@ def test_shipped_recipes_validate(path, tmp_path):
         for key in ("loss_type", "beta", "num_generations", "per_device_train_batch_size", "temperature", "min_p",
                     "learning_rate", "max_completion_length"):
             assert key in data["grpo"], f"{path.name}: grpo.{key} is left to a library default"
+        if data["model"].get("backend") == "unsloth" or data["model"].get("use_vllm"):  # rollouts from vLLM
+            for key in ("vllm_importance_sampling_correction", "vllm_importance_sampling_mode"):
+                assert key in data["grpo"], f"{path.name}: grpo.{key} is left to a library default"
 
 
 def test_qwen3_4b_recipe_matches_the_unsloth_reference():
@@ -46,7 +50,8 @@ def test_qwen3_4b_recipe_matches_the_unsloth_reference():
     assert grpo["prompt_percentile"] == 90 and grpo["max_completion_length"] == "auto"  # 2048 - longest kept prompt
     assert [r["name"] for r in grpo["rewards"]] == ["format_exact", "format_approximate", "check_answer_numeric",
                                                     "check_number"]
-    assert {t["task"] for t in g["eval"]["tasks"]} == {"gsm8k", "dapo-math"}
+    assert {t["task"] for t in g["eval"]["tasks"]} == {"dapo-math", "math500", "aime24", "aime25", "amc23"}
+    assert all(t.get("k", 1) > 1 for t in g["eval"]["tasks"] if t["task"] in ("aime24", "aime25", "amc23"))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -85,16 +90,16 @@ def test_bad_recipe_files(tmp_path, capsys):
 def test_dry_run_prints_the_plan(capsys):
     assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0  # a shipped recipe by name
     out = capsys.readouterr().out
-    assert ("eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export -> report"
-            in out)
+    assert ("eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export -> "
+            "verify-export -> publish -> report" in out)
 
 
 def test_plan_follows_the_recipe():
     base = {"model": {"name": "builtin:tiny-qwen3"}}
     assert plan(recipe_from_dict({**base, "sft": {"enabled": False}})) == [
-        "eval-before", "preflight", "grpo", "eval-after", "compare", "export", "report"]
+        "eval-before", "preflight", "grpo", "eval-after", "compare", "export", "verify-export", "publish", "report"]
     assert plan(recipe_from_dict({**base, "eval": {"enabled": False}, "grpo": {"preflight": "off"}})) == [
-        "sft", "grpo", "export", "report"]
+        "sft", "grpo", "export", "publish", "report"]
     assert plan(recipe_from_dict({**base, "sft": {"enabled": False}, "grpo": {"enabled": False}})) == [
         "eval-before", "report"]
     with pytest.raises(RecipeError, match="at least one reward"):
@@ -166,7 +171,7 @@ def test_smoke_recipe_end_to_end(tmp_path):
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
     state = json.loads((out / "state.json").read_text())
     assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after",
-                                     "compare", "export", "report"]
+                                     "compare", "export", "verify-export", "publish", "report"]
     assert state["stages"]["grpo"]["steps"] == 4 and state["stages"]["sft"]["steps"] == 4
     for stage in ("eval-before", "eval-after-sft", "eval-after"):
         summary = json.loads((out / stage / "arith-l1" / "summary.json").read_text())
@@ -205,10 +210,51 @@ def test_smoke_recipe_end_to_end(tmp_path):
         gap = (merged(ids).logits - peft(ids).logits).abs().max().item()
     assert gap < 0.05  # bf16 rounding of the merged weights, nothing more
 
+    # The exports were loaded as a user loads them and answer as the evaluated adapter did.
+    verification = json.loads((out / "export" / "verification.json").read_text())
+    assert verification["passed"] and set(verification["artifacts"]) == {"adapter", "merged"}
+    assert all(a["problems"] == 8 for a in verification["artifacts"].values())
+    assert verification["artifacts"]["adapter"]["identical_texts"] == 8  # same weights, same precision
+    assert "## Export verification" in report
+    # The model card, in the Hub's own format: huggingface_hub reads it back, metrics included.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "export" / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and "grpo" in card.data.tags and "format_exact" in card.data.tags
+    after = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    reported = json.loads((out / "eval-after" / "arith-l1" / "summary.json").read_text())["results"]["accuracy_strict"]
+    assert after[("arith-l1", "strict accuracy after (tiny-qwen3-smoke)")] == round(reported, 4)
+    assert "## Export verification" in card.text and "aha_recipe.yaml" in card.text
+    assert (out / "export" / "adapter" / "aha_recipe.yaml").is_file()
+    assert ModelCard.load(out / "export" / "merged" / "README.md").data.library_name == "transformers"
+
     # Re-running the finished run does nothing; running a changed recipe into it is refused.
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
     assert json.loads((out / "state.json").read_text())["stages"]["grpo"] == state["stages"]["grpo"]
     assert main(["run", str(SMOKE), "--out", str(out), "--set", "grpo.max_steps=5"]) == 2
+
+
+@pytest.mark.slow
+def test_an_export_that_does_not_behave_like_the_adapter_is_refused(tmp_path, tiny_adapter, capsys):
+    """The merged weights are replaced by a merge of another adapter: verify-export loads them
+    as a user would, sees other answers, and ends the run in one line; everything is kept,
+    and the export is marked to be done again."""
+    from aha.recipes.training.export import merge_adapter
+
+    out = tmp_path / "run"
+    args = ["run", str(SMOKE), "--out", str(out), "--set", "eval.sampled_k=0", "--set", "grpo.max_steps=2"]
+    assert main(args + ["--stop-after", "export"]) == 0
+    shutil.rmtree(out / "export" / "merged")
+    merge_adapter(str(out / "base"), str(tiny_adapter), out / "export" / "merged")  # the wrong adapter, merged
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("aha: error: verify-export: export/merged does not behave like the adapter that was "
+                          "evaluated") and "re-running exports again" in err
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert "export" not in state and "verify-export" not in state and (out / "export" / "adapter").is_dir()
+    assert not json.loads((out / "export" / "verification.json").read_text())["passed"]
+    assert main(args) == 0  # exported again, from the trained adapter: verified
+    assert json.loads((out / "export" / "verification.json").read_text())["passed"]
 
 
 @pytest.mark.slow

@@ -120,6 +120,47 @@ def test_smoke_recipe_with_vllm_rollouts_and_evaluation(tmp_path):
     summary = json.loads((out / "eval-after" / "arith-l1" / "summary.json").read_text())
     assert summary["config"]["backend"] == "vllm" and summary["config"]["adapter"] == str(out / "grpo" / "adapter")
     assert "weight sync goes through vLLM's in-place reload" in (out / "run.log").read_text()
+    # A healthy sync: the gap between the engine's log-probs and the trained policy's is logged, and stays quiet.
+    history = json.loads((out / "grpo" / "log_history.json").read_text())
+    gaps = [row["sampling/sampling_logp_difference/mean"] for row in history
+            if "sampling/sampling_logp_difference/mean" in row]
+    assert gaps and max(gaps) < 0.05, gaps
+    assert "rollouts may not come from the policy" not in (out / "run.log").read_text()
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["healthy-sync", "sync-disabled"])
+def test_rollouts_from_a_stale_engine_stop_grpo_in_one_line(sync, tmp_path, monkeypatch, capsys):
+    """GRPO on vLLM rollouts after a warmup that moves the model far (a high learning rate):
+    with TRL's weight sync the gap between the engine's log-probs and the trained policy's
+    stays small and the run is quiet; with the sync disabled the engine keeps sampling the
+    base model (the warmup's LoRA never reaches it), the alarm fires and GRPO stops in one
+    line, its checkpoint kept."""
+    import json
+
+    from trl.generation import vllm_generation
+
+    from aha.recipes.cli import main
+
+    if not sync:
+        def no_sync(self):
+            return None
+
+        no_sync.__wrapped__ = vllm_generation.VLLMGeneration.sync_weights  # so aha's CPU fix counts as installed
+        monkeypatch.setattr(vllm_generation.VLLMGeneration, "sync_weights", no_sync)
+    out = tmp_path / "run"
+    code = main(["run", "tiny-qwen3-smoke", "--out", str(out), "--set", "model.use_vllm=true", "--set",
+                 "eval.enabled=false", "--set", "sft.learning_rate=0.02", "--set", "grpo.max_steps=4",
+                 "--set", "export.merged=false"])
+    log = (out / "run.log").read_text()
+    if sync:
+        assert code == 0 and "rollouts may not come from the policy" not in log
+        return
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("aha: error: grpo stopped at step") and "the checkpoint is kept" in err
+    assert "rollouts may not come from the policy" in log
+    assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
+    assert list((out / "grpo" / "checkpoints").glob("checkpoint-*/trainer_state.json"))
 
 
 def test_unsloth_fast_generate_keywords_are_vllms():

@@ -159,6 +159,10 @@ class GRPOStage:
                                           "max_completion_length")
     warn_format_after_steps: int = setting(10, ge=1, help="warn when the format reward has never been positive "
                                            "by then")
+    rollout_gap_warn: float = setting(0.05, gt=0, help="rollouts from another engine (vLLM): warn when the mean gap "
+                                      "between its log-probs and the trained policy's exceeds this")
+    rollout_gap_stop: float = setting(0.1, gt=0, help="stop GRPO (checkpoint kept) when the mean gap exceeds this ...")
+    rollout_gap_steps: int = setting(2, ge=1, help="... on this many logged steps in a row")
     preflight: Literal["stop", "warn", "off"] = setting(
         "stop", help="sample the starting policy as GRPO will, before any step; stop: a fatal finding ends the run "
         "before GRPO; warn: report and go on; off: skip the stage")
@@ -209,7 +213,16 @@ class EvalConfig:
 class ExportConfig:
     merged: bool = setting(False, help="merged 16-bit weights (PEFT merge, or Unsloth's saver)")
     gguf: str | None = setting(None, help="GGUF quantisation such as q4_k_m (unsloth backend only)")
-    push_to_hub: str | None = setting(None, help="a hub repo id for the adapter")
+    push_to_hub: str | None = setting(None, help="a hub repo id for the adapter (with its model card)")
+    verify: bool = setting(True, help="evaluate what was exported, loaded as a user loads it in a fresh process, "
+                           "against the final evaluation's answers")
+    verify_problems: int = setting(50, ge=1, help="the first N problems of the first evaluation task")
+    verify_min_identical: float = setting(0.96, ge=0, le=1, help="the adapter (same weights, same precision): the "
+                                          "share of answers that must be the same text as the final evaluation's")
+    verify_min_same_verdicts: float = setting(0.9, ge=0, le=1, help="merged or GGUF weights (rounded to 16 bits or "
+                                              "quantised): the share of answers whose verdict must agree ...")
+    verify_min_identical_rounded: float = setting(0.5, ge=0, le=1, help="... and the share that must be the same text "
+                                                  "(rounding changes a few; another model changes nearly all)")
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """The export stage: the LoRA adapter always; merged 16-bit weights and GGUF on request
-(through the backend's own saver); a hub upload on request."""
+(through the backend's own saver). The verify-export stage checks them; publish writes their
+model cards and uploads."""
 
 from __future__ import annotations
 
 import shutil
 from typing import Any
 
-from ..training.export import push_folder
 from .runner import Context
 from .table import final_adapter
 
@@ -23,6 +23,4 @@ def export_stage(ctx: Context) -> dict[str, Any]:
         done["merged"] = str(ctx.backend.merge(adapter, ctx.path("merged")))
     if recipe.export.gguf:
         done["gguf"] = str(ctx.backend.gguf(adapter, ctx.path("gguf"), recipe.export.gguf))
-    if recipe.export.push_to_hub:
-        done["hub"] = push_folder(target, recipe.export.push_to_hub)
     return done

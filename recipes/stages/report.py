@@ -160,6 +160,10 @@ def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, st
         lines += ["", "## Reward errors during GRPO", "",
                   "Completions on which a reward raised; they scored None for it (first traceback in run.log):", ""]
         lines += [f"- {name}: {count}" for name, count in reward_errors.items()]
+    if results.verification:
+        from .publish import verification_text
+
+        lines += ["", "## Export verification", "", verification_text(results.verification)]
     lines += ["", "## Versions", "", "```", yaml.safe_dump(versions, sort_keys=False).strip(), "```",
               "", "## Recipe (as run)", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```"]
     path = run_dir / "report.md"

@@ -29,6 +29,7 @@ class RunResults:
     grpo_log: list[dict[str, Any]] | None = None
     training: dict[str, Any] = field(default_factory=dict)  # GRPO's warnings and reward errors
     exports: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None  # export/verification.json: the exports loaded as a user loads them
 
 
 def _json(path: Path, kind: type = dict) -> Any:
@@ -66,4 +67,5 @@ def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> Ru
         out.grpo_log = _json(run_dir / GRPO.name / "log_history.json", list)
         out.training = _json(run_dir / GRPO.name / "training.json") or {}
     out.exports = {k: v for k, v in done.get(EXPORT.name, {}).items() if k != "seconds" and isinstance(v, str)}
+    out.verification = _json(run_dir / EXPORT.name / "verification.json")
     return out

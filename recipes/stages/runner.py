@@ -208,6 +208,11 @@ class Run:
         self.state["stages"][stage] = {"seconds": round(seconds, 1), **result}
         self._save()
 
+    def undo(self, stage: str) -> None:
+        """Mark a finished stage as not done (its outputs stay), so the next run does it again."""
+        if self.state["stages"].pop(stage, None) is not None:
+            self._save()
+
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 

@@ -2,7 +2,8 @@
 checks, dispatch, the roles of a launch's processes, the comparisons and the report are
 all read from here, so adding a stage is adding one record.
 
-    eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export -> report
+    eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export
+    -> verify-export -> publish -> report
 """
 
 from __future__ import annotations
@@ -81,12 +82,18 @@ EVAL_AFTER = Stage("eval-after", "evaluate the final adapter", _stage("evaluate"
 COMPARE = Stage("compare", "paired before/after tests (exact McNemar; sign test on sampled pass rates)",
                 _stage("compare", "compare_stage"), enabled=lambda r: r.eval.enabled and _trains(r),
                 needs_model=False)
-EXPORT = Stage("export", "the LoRA adapter (and merged weights, GGUF, hub push when the recipe asks)",
+EXPORT = Stage("export", "the LoRA adapter (and merged weights, GGUF when the recipe asks)",
                _stage("export", "export_stage"), enabled=_trains, reads=("export",))
+VERIFY_EXPORT = Stage("verify-export", "load what was exported as a user would (a fresh process) and check it answers "
+                      "as the evaluated adapter did", _stage("verify", "verify_export_stage"),
+                      enabled=lambda r: _trains(r) and r.eval.enabled and r.export.verify, needs_model=False)
+PUBLISH = Stage("publish", "the model card (the Hub's format, with the evidence) in the exported folders, and the hub "
+                "upload when the recipe asks", _stage("publish", "publish_stage"), enabled=_trains, needs_model=False)
 REPORT = Stage("report", "report.md with every number, chart and the recipe as run", _stage("report", "report_stage"),
                needs_model=False)
 
-STAGES: tuple[Stage, ...] = (EVAL_BEFORE, SFT, EVAL_AFTER_SFT, PREFLIGHT, GRPO, EVAL_AFTER, COMPARE, EXPORT, REPORT)
+STAGES: tuple[Stage, ...] = (EVAL_BEFORE, SFT, EVAL_AFTER_SFT, PREFLIGHT, GRPO, EVAL_AFTER, COMPARE, EXPORT,
+                             VERIFY_EXPORT, PUBLISH, REPORT)
 BY_NAME = {s.name: s for s in STAGES}
 
 

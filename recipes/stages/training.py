@@ -5,6 +5,7 @@ its last checkpoint."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from aha.eval.backends import prompts_per_batch_for
 from aha.eval.files import write_json
 from aha.formats import Format
 
-from ..config.schema import Recipe
+from ..config.schema import Recipe, RecipeError
 from ..config.trl_args import completion_length
 from ..training.data import grpo_rows, sft_rows, training_problems
 from ..training.trainers import grpo_trainer, reward_functions, sft_trainer, train_and_save
@@ -22,6 +23,8 @@ from .table import PREFLIGHT, SFT, adapter_of
 
 if TYPE_CHECKING:
     from ..training.backends import TrainingBackend
+
+log = logging.getLogger("aha")
 
 TRAINING_FILE = "training.json"  # what a training stage reports beyond its adapter: warnings, reward errors
 
@@ -65,9 +68,15 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
     model, tokenizer, peft_config = ctx.backend.training_model(start_adapter(ctx))
     rows, longest = grpo_rows(recipe, ctx.fmt, tokenizer, training_problems(recipe, "grpo"))
     rows = selected_rows(rows, ctx.run.path(PREFLIGHT.name) if recipe.grpo.select == "learnable" else None)
+    rollout = ctx.backend.rollout_args()
+    if rollout.get("use_vllm") and not recipe.grpo.args.vllm_importance_sampling_correction:
+        log.warning("grpo: vllm_importance_sampling_correction is off, so TRL logs no gap between the rollout "
+                    "engine and the trained policy: aha cannot check that rollouts come from the policy being trained")
     trainer, watch = grpo_trainer(recipe, model, tokenizer, ctx.fmt, rows, completion_length(recipe, longest), out,
-                                  peft_config=peft_config, **ctx.backend.rollout_args())
+                                  peft_config=peft_config, **rollout)
     result = {"prompts": len(rows), **train_and_save(trainer, out)}
+    if watch.stopped:
+        raise RecipeError(watch.stopped)
     if trainer.accelerator.is_main_process:
         write_json(out / TRAINING_FILE, {"warnings": watch.warned, "reward_errors": watch.error_counts()})
     ctx.backend.trained(adapter_of(ctx.run.dir, ctx.stage))

@@ -18,7 +18,8 @@ def merge_adapter(base: str, adapter: str, out: Path, dtype: str = "bfloat16") -
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     merged.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(adapter).save_pretrained(str(out))
+    tokenizer_from = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base  # training saved one
+    AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(str(out))
     return out
 
 

@@ -21,6 +21,8 @@ from ..config.trl_args import for_run
 
 log = logging.getLogger("aha")
 PASS_RATE_METRIC = "answer_pass"  # logged per step: sampled completions that follow the format and are right
+ROLLOUT_GAP = "sampling/sampling_logp_difference/mean"  # TRL's, with vLLM's importance-sampling correction on
+ROLLOUT_GAP_MAX = "sampling/sampling_logp_difference/max"
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
@@ -160,6 +162,29 @@ class RewardWatch(TrainerCallback):
         self.first: dict[str, float] = {}
         self.warned: list[str] = []
         self.errors: dict[str, int] = {}  # completions each reward raised on (scored None), so far
+        self.gap_run = 0  # logged steps in a row whose rollout log-prob gap was above the stop threshold
+        self.stopped: str | None = None  # why GRPO was stopped, if it was
+
+    def _watch_rollouts(self, step: int, logs: dict[str, float], control: Any) -> None:
+        """Rollouts from another engine (vLLM) must come from the policy being trained. TRL
+        logs how far the engine's log-probs are from the trained model's on the sampled
+        tokens; a large gap means stale weights or a LoRA the engine never applied."""
+        gap = logs.get(ROLLOUT_GAP)
+        if gap is None or math.isnan(gap):
+            return
+        g = self.recipe.grpo
+        what = (f"the rollout engine's log-probs differ from the trained policy's by {gap:.3f} on average (at most "
+                f"{logs.get(ROLLOUT_GAP_MAX, float('nan')):.3f})")
+        if gap > g.rollout_gap_warn:
+            self._warn("rollouts", f"step {step}: {what}: the rollouts may not come from the policy being trained "
+                       "(stale weights after a sync, or the LoRA not applied)")
+        self.gap_run = self.gap_run + 1 if gap > g.rollout_gap_stop else 0
+        if self.gap_run >= g.rollout_gap_steps and self.stopped is None:
+            self.stopped = (f"grpo stopped at step {step}: {what} on {self.gap_run} logged steps in a row (above "
+                            f"grpo.rollout_gap_stop {g.rollout_gap_stop:g}), so GRPO was training on another model's "
+                            "samples; the checkpoint is kept. Check the vLLM weight sync and the adapter, then re-run")
+            control.should_training_stop = True
+            control.should_save = True
 
     def error_counts(self) -> dict[str, int]:
         """Completions each reward raised on, over the whole training (only those with any)."""
@@ -179,6 +204,7 @@ class RewardWatch(TrainerCallback):
                 if seen == 0 or count >= 2 * seen:  # the first error, then each doubling: counted, not spammed
                     log.warning("step %s: reward %s has raised on %d completions so far (scored None there; the first "
                                 "traceback is in the log)", state.global_step, func.__name__, count)
+        self._watch_rollouts(state.global_step, logs, control)
         clipped = logs.get("completions/clipped_ratio")
         if clipped is not None and clipped > self.recipe.grpo.warn_truncated_ratio:
             self._warn("truncated", f"step {state.global_step}: {clipped:.0%} of completions hit max_completion_length "
