@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import tempfile
 import time
@@ -47,21 +48,33 @@ def smollm2():
     return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval(), tokenizer
 
 
-def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> int:
-    """The lesson-script way: one prompt, one generate call, in a loop."""
-    tokens = 0
+def qwen25_shape(folder: Path):
+    """A random-weight model with Qwen2.5-0.5B's configuration (for GPU speed; weights do not matter)."""
+    from aha.eval import load_model
+    from aha.recipes.training.models import build_qwen25_05b_shape, resolve_dtype
+
+    model, tokenizer = load_model(str(build_qwen25_05b_shape(folder)), dtype=resolve_dtype("auto"))
+    return model.eval(), tokenizer
+
+
+def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[int, list[str]]:
+    """The lesson-script way: one prompt, one generate call, in a loop. (tokens, texts)"""
+    tokens, texts = 0, []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        tokens += out.shape[1] - ids["input_ids"].shape[1]
-    return tokens
+        new = out[0, ids["input_ids"].shape[1]:]
+        tokens += len(new)
+        texts.append(tokenizer.decode(new, skip_special_tokens=True))
+    return tokens, texts
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["tiny-qwen3", "smollm2"], default="tiny-qwen3")
+    parser.add_argument("--model", choices=["tiny-qwen3", "smollm2", "qwen2.5-0.5b-shape"], default="tiny-qwen3")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=32, help="GSM8K test prompts")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -71,7 +84,9 @@ def main() -> int:
         print(f"benchmark: no GSM8K file at {args.data} (pass --data)", file=sys.stderr)
         return 2
     torch.set_num_threads(torch.get_num_threads())
-    model, tokenizer = tiny_qwen3(Path(tempfile.mkdtemp())) if args.model == "tiny-qwen3" else smollm2()
+    makers = {"tiny-qwen3": lambda: tiny_qwen3(Path(tempfile.mkdtemp())), "smollm2": smollm2,
+              "qwen2.5-0.5b-shape": lambda: qwen25_shape(Path(tempfile.mkdtemp()))}
+    model, tokenizer = makers[args.model]()
     problems = load_task("gsm8k", path=args.data, limit=args.n)
     fmt = get_format("unsloth")
     prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in problems]
@@ -88,17 +103,26 @@ def main() -> int:
         summary = evaluate(backend, problems, out, fmt, sampling, chunk=args.batch_size * 2, progress=False)
         harness_s = time.perf_counter() - start
     start = time.perf_counter()
-    loop_tokens = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
+    loop_tokens, loop_texts = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
     loop_s = time.perf_counter() - start
+    same = sum(a[0].text.replace(tokenizer.eos_token or "", "").strip() == b.strip() for a, b in zip(raw, loop_texts))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "prompts": len(prompts), "device": device,
+                                         "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                                         "batched_seconds": raw_s, "batched_tokens": raw_tokens,
+                                         "harness_seconds": harness_s, "loop_seconds": loop_s,
+                                         "loop_tokens": loop_tokens, "same_texts": same}, indent=1) + "\n")
 
     print(f"{args.model}: {len(prompts)} real GSM8K test prompts, greedy, max {args.max_new_tokens} new tokens, "
-          f"{torch.get_num_threads()} CPU threads\n")
+          f"{device}\n")
     print(f"{'way':<44} {'seconds':>8} {'tokens':>7} {'tokens/s':>9}")
     print(f"{'raw HFBackend.generate (batch ' + str(args.batch_size) + ')':<44} {raw_s:>8.2f} {raw_tokens:>7} {raw_tokens / raw_s:>9.1f}")
     print(f"{'harness: evaluate() (prompts+grading+JSONL)':<44} {harness_s:>8.2f} {'':>7} {'':>9}")
     print(f"{'one prompt at a time (lesson-script loop)':<44} {loop_s:>8.2f} {loop_tokens:>7} {loop_tokens / loop_s:>9.1f}")
     print(f"\nharness overhead over raw generation: {(harness_s - raw_s) / raw_s:+.1%}")
-    print(f"batched vs one at a time (tokens/s): {(raw_tokens / raw_s) / (loop_tokens / loop_s):.1f}x")
+    print(f"batched vs one at a time (tokens/s): {(raw_tokens / raw_s) / (loop_tokens / loop_s):.1f}x; "
+          f"{same} of {len(prompts)} answers the same text both ways")
     print(f"(accuracy of this model, lenient: {summary['results']['accuracy_lenient']:.1%})")
     return 0
 

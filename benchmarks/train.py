@@ -40,6 +40,13 @@ def model_folder(name: str, work: Path) -> str:
     if name in ("tiny-qwen3", "smollm2"):
         builtin = {"tiny-qwen3": "builtin:tiny-qwen3", "smollm2": "builtin:smollm2-135m-instruct"}[name]
         return prepare_base(ModelConfig(name=builtin), work)
+    if name == "qwen2.5-0.5b-shape":
+        from aha.recipes.training.models import build_qwen25_05b_shape
+
+        folder = work / "qwen2.5-0.5b-shape"
+        if not (folder / "config.json").is_file():
+            build_qwen25_05b_shape(folder)
+        return str(folder)
     return name
 
 
@@ -178,7 +185,9 @@ def plain_trainer(stage: str, base: str, steps: int, work: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-qwen3", help="tiny-qwen3, smollm2, or a model folder / hub id")
+    parser.add_argument("--model", default="tiny-qwen3", help="tiny-qwen3, smollm2, qwen2.5-0.5b-shape (random weights, "
+                        "Qwen2.5-0.5B's configuration), or a model folder / hub id")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per stage and way")
     parser.add_argument("--backend", default="hf", choices=["hf", "unsloth"])
     parser.add_argument("--stages", default="sft,grpo")
@@ -199,6 +208,8 @@ def main() -> int:
                 print(done.stderr[-3000:], file=sys.stderr)
                 return 1
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     label = {"plain": "hand-written TRL + PEFT", "aha": f"aha ({args.backend} backend)"}
     print(f"model {args.model}, {args.steps} steps per stage and way, device {rows[0]['device']}, "
           f"memory = {rows[0]['memory']}")

@@ -88,15 +88,16 @@ def prompts_per_batch_for(generator: Any, n: int):
 ADAPTER_HINT = "a LoRA adapter folder holds the adapter_config.json PEFT's save_pretrained wrote"
 
 
-def check_adapter_folder(adapter: str | Path) -> dict[str, Any]:
-    """The adapter's config, after checking the folder holds a readable PEFT adapter."""
+def check_adapter_folder(adapter: str | Path, weights: bool = True) -> dict[str, Any]:
+    """The adapter's config, after checking the folder holds a readable PEFT adapter
+    (its weights too, unless only the config is needed, as for sizing an engine)."""
     from .files import read_json
 
     folder = Path(adapter)
     if not (folder / "adapter_config.json").is_file():
         raise InputError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
     config = read_json(folder / "adapter_config.json", hint=ADAPTER_HINT)
-    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+    if weights and not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         raise InputError(f"{folder}: no adapter weights (adapter_model.safetensors); {ADAPTER_HINT}")
     return config
 
@@ -109,14 +110,30 @@ def load_model(model: str, adapter: str | None = None, gguf_file: str | None = N
 
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **kwargs)
+    with _unreadable(model):
+        tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **kwargs)
     if adapter:
         check_adapter_folder(adapter)
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, adapter)
+        with _unreadable(adapter):
+            lm = PeftModel.from_pretrained(lm, adapter)
     return lm, tokenizer
+
+
+@contextmanager
+def _unreadable(folder: str):
+    """A local model or adapter folder whose files are broken (cut short, not what their name
+    says) is the user's to fix: one line naming the folder, not a loader's traceback."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - loaders raise many kinds for a broken file
+        if not Path(folder).is_dir():
+            raise  # a hub id: network, access or a name that does not exist, said by the hub client itself
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise InputError(f"{folder}: its model files could not be loaded ({type(err).__name__}: {first}); "
+                         "point at a folder that save_pretrained wrote, or write it again") from None
 
 
 class HFBackend:
@@ -259,7 +276,7 @@ def vllm_lora_rank(ranks: list[int]) -> int:
 
 def adapter_rank(adapter: str | Path) -> int:
     """The rank ``r`` in a PEFT adapter folder's adapter_config.json."""
-    config = check_adapter_folder(str(adapter))
+    config = check_adapter_folder(str(adapter), weights=False)
     ranks = [config.get("r") or 8, *(config.get("rank_pattern") or {}).values()]
     try:
         return max(int(r) for r in ranks)

@@ -151,6 +151,7 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     import yaml
 
     from aha.eval import HFBackend, Sampling, load_model
+    from aha.eval.files import read_text
     from aha.formats import get_format
 
     from .stages.table import GRPO, SFT, adapter_of
@@ -159,10 +160,14 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise RecipeError(f"{run_dir} is not a run folder (no recipe.yaml)")
-    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-    base = run_dir / "base" if (run_dir / "base").is_dir() else recipe["model"]["name"]
-    fmt = get_format(recipe["format"])
-    sampling = Sampling(max_new_tokens=max_new_tokens or recipe["eval"]["max_new_tokens"])
+    try:
+        recipe = yaml.safe_load(read_text(recipe_path))
+        base = run_dir / "base" if (run_dir / "base").is_dir() else recipe["model"]["name"]
+        fmt_name, max_tokens = recipe["format"], recipe["eval"]["max_new_tokens"]
+    except (yaml.YAMLError, TypeError, KeyError):
+        raise RecipeError(f"{recipe_path}: not the recipe aha wrote for this run (re-run it to write it again)") from None
+    fmt = get_format(fmt_name)
+    sampling = Sampling(max_new_tokens=max_new_tokens or max_tokens)
     answers: dict[str, list[str]] = {}
     adapters = {"base": None, SFT.name: adapter_of(run_dir, SFT), GRPO.name: adapter_of(run_dir, GRPO)}
     for stage in stages or tuple(adapters):

@@ -51,7 +51,7 @@ case "${1:-test}" in
     setup
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     shift || true
-    "$PY" -m pytest -q "$@"
+    "$PY" -m pytest -q --durations=40 "$@"
     "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
     unsloth_contract
     ;;

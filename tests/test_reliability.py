@@ -199,3 +199,59 @@ def test_megabyte_completions_are_read_in_linear_time():
                     continue  # a layer that needs answer tags, on a format without them
                 fn([text], answer=["34"])
             assert time.perf_counter() - started < 5.0, (name, fmt.name)  # all layers and grade, one megabyte
+
+
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
+    import logging
+
+    import torch
+
+    from aha.recipes.training.trainers import last_checkpoint
+
+    for step in (2, 4):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        torch.save({"state": torch.ones(64)}, folder / "optimizer.pt")
+    newest = tmp_path / "checkpoints" / "checkpoint-4" / "optimizer.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # cut short, as a full disk leaves it
+    with caplog.at_level(logging.WARNING, logger="aha"):
+        assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-2")
+    assert any("optimizer.pt is unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_damaged_model_files_and_state_are_one_line(tmp_path, capsys, tiny_adapter):
+    import shutil
+
+    broken = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    assert main(["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "2", "--adapter", str(broken),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "its model files could not be loaded" in _error(capsys)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text('{"stages": 5}')
+    assert main(["run", str(SMOKE), "--out", str(run)]) == 2
+    assert "state.json: not the state of a run" in _error(capsys)
+
+
+def test_a_distributed_state_whose_group_is_gone_is_wiped_before_the_next_trainer():
+    """A vLLM engine in colocate mode leaves accelerate's state saying "multi-CPU"; once the
+    engine's process group is gone, the next Trainer in the same process (a notebook's second
+    recipe) would wait at a barrier of a group that no longer exists."""
+    import torch.distributed as dist
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    from aha.recipes.training.trainers import _allow_another_accelerator
+
+    assert not dist.is_initialized()
+    saved = dict(PartialState._shared_state)
+    PartialState._shared_state["distributed_type"] = DistributedType.MULTI_CPU
+    try:
+        _allow_another_accelerator()
+        assert PartialState._shared_state == {}
+    finally:
+        PartialState._shared_state.update(saved)

@@ -71,9 +71,11 @@ def _vllm_logprobs(llm, ids):
     return [next(iter(pos.values())).logprob if pos else None for pos in out.prompt_logprobs][1:]
 
 
-def test_grpo_rollout_engine_sees_the_trained_weights(engine, tiny_qwen3, tiny_adapter, tmp_path):
+def test_grpo_rollout_engine_sees_the_trained_weights(engine, tiny_qwen3, tiny_adapter, tmp_path, monkeypatch):
     """TRL's colocate weight sync on CPU goes through our shim; after a sync vLLM's
     log-probs equal the training model's (LoRA included), before it they do not."""
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)  # TRL's colocate mode sets these for the rest of the process
     import torch
     from datasets import Dataset
     from peft import PeftModel

@@ -40,7 +40,10 @@ def _json(path: Path, kind: type = dict) -> Any:
 
 def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> RunResults:
     run_dir = Path(run_dir)
-    state = state if state is not None else (_json(run_dir / STATE_FILE) or {})
+    if state is None:
+        from .runner import read_state
+
+        state = read_state(run_dir / STATE_FILE) if (run_dir / STATE_FILE).is_file() else {}
     done = state.get("stages", {})
     out = RunResults(run_dir=run_dir, stages=done, recipe=state.get("recipe", {}))
     for stage in STAGES:
@@ -48,9 +51,9 @@ def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> Ru
             continue
         tasks = done[stage.name].get("evaluations", [])
         summaries = {key: _json(run_dir / stage.name / key / "summary.json") for key in tasks}
-        out.evaluations[stage.name] = {key: s["results"] for key, s in summaries.items() if s}
+        out.evaluations[stage.name] = {key: s["results"] for key, s in summaries.items() if s and "results" in s}
         for key, s in summaries.items():
-            if s:
+            if s and isinstance(s.get("config"), dict):
                 out.asked.setdefault(key, {k: s["config"].get(k) for k in ("instruction", "grader") if k in s["config"]})
     for key in done.get(COMPARE.name, {}).get("comparisons", []):
         folder = run_dir / COMPARE.name / key

@@ -73,6 +73,16 @@ def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """A run folder's state: what it must hold, checked, so a damaged file is one line, not a traceback later."""
+    state = read_json(path, STATE_HINT)
+    stages = state.get("stages", {})
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()) or not isinstance(
+            state.get("recipe", {}), dict):
+        raise RecipeError(f"{path}: not the state of a run ({STATE_HINT})")
+    return state
+
+
 def reset_peak_memory() -> None:
     """Start measuring this process's peak resident memory afresh (Linux; elsewhere the peak
     stays the process's whole life)."""
@@ -142,7 +152,7 @@ class Run:
         self.writes = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
-        self.state = read_json(self.state_path, STATE_HINT) if self.state_path.is_file() else {}
+        self.state = read_state(self.state_path) if self.state_path.is_file() else {}
         digest = recipe_hash(recipe)
         self.state.setdefault("stages", {})
         if restart_from:
@@ -161,7 +171,7 @@ class Run:
         run = cls.__new__(cls)
         run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
         run.state_path = run.dir / STATE_FILE
-        run.state = read_json(run.state_path, STATE_HINT)
+        run.state = read_state(run.state_path)
         return run
 
     def check_same_recipe(self) -> None:

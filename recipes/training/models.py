@@ -107,6 +107,29 @@ def build_tiny_qwen3(folder: str | Path, seed: int = 0, hidden_size: int = 128, 
     return folder
 
 
+# Qwen2.5-0.5B's architecture (its config.json on the Hub): what a GPU benchmark measures speed and memory on.
+QWEN25_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+              "num_key_value_heads": 2, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
+
+
+def build_qwen25_05b_shape(folder: str | Path, seed: int = 0) -> Path:
+    """Save a random-weight model with Qwen2.5-0.5B's configuration and the real Qwen3
+    tokenizer (its vocabulary size): speed and memory do not depend on the weights' values."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         **QWEN25_05B)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def dequantize_gguf(folder: str | Path, gguf_file: str, out: str | Path) -> Path:
     """Load a GGUF model (dequantised to fp32) and save it as a plain transformers folder."""
     import torch

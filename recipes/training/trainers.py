@@ -27,16 +27,38 @@ ROLLOUT_GAP_MAX = "sampling/sampling_logp_difference/max"
 
 def last_checkpoint(out_dir: Path) -> str | None:
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a
-    checkpoint cut short by a kill (no readable state) is skipped, not resumed from."""
+    checkpoint cut short by a kill has none; one whose files a full disk or a damaged
+    drive left unreadable is skipped too (said in the log), for the one before it."""
     folder = out_dir / "checkpoints"
     candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                         if p.name.split("-")[-1].isdigit() else -1, reverse=True)
     for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        if (path / "trainer_state.json").is_file():  # finished writing once, damaged since: worth a word
+            log.warning("not resuming from %s: %s", path, problem)
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What makes a checkpoint folder unusable (None when it can be resumed from)."""
+    import torch
+    from safetensors import safe_open
+
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "no readable trainer_state.json"
+    for file in sorted(path.iterdir()):
         try:
-            json.loads((path / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        return str(path)
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as weights:
+                    weights.keys()
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any reader's complaint means the file is damaged
+            return f"{file.name} is unreadable ({type(err).__name__})"
     return None
 
 
@@ -58,12 +80,19 @@ def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
 def _allow_another_accelerator() -> None:
     """GRPO after SFT is a second Trainer, so a second Accelerator, in one process. Under
     DeepSpeed accelerate refuses a second one with its plugin unless the first one's state
-    is wiped, which is what transformers itself does between hyperparameter-search trials."""
-    from accelerate.state import AcceleratorState
+    is wiped, which is what transformers itself does between hyperparameter-search trials.
+    A state that says "distributed" after its process group is gone (a vLLM engine that
+    made one has shut down, as happens when a notebook runs a second recipe) is wiped too:
+    kept, it would wait at a barrier of a group that no longer exists."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
 
-    if AcceleratorState._shared_state.get("distributed_type") == DistributedType.DEEPSPEED:
-        AcceleratorState._reset_state()
+    kind = AcceleratorState._shared_state.get("distributed_type") or PartialState._shared_state.get(
+        "distributed_type")
+    stale = kind not in (None, DistributedType.NO) and not (dist.is_available() and dist.is_initialized())
+    if kind == DistributedType.DEEPSPEED or stale:
+        AcceleratorState._reset_state(reset_partial_state=stale)
 
 
 def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str, str]], out_dir: Path,
