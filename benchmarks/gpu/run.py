@@ -84,7 +84,8 @@ def main() -> int:
                                               "--json", str(out / "eval.json")], out, 300)
     smoke = [sys.executable, "-m", "aha.recipes.cli", "run", "tiny-qwen3-smoke", "--out", str(out / "smoke"),
              "--set", "model.backend=hf"] + (["--set", "grpo.max_steps=2", "--set", "eval.sampled_k=0",
-                                             "--set", "export.verify=false"] if args.cpu else
+                                             "--set", "export.verify=false", "--set", "sft.num_examples=8",
+                                             "--set", "eval.tasks=[{task: arith, level: 1, limit: 4, seed: 0}]"] if args.cpu else
                                             ["--set", "model.dtype=auto"])  # the GPU's own precision: bf16
     results["checks"]["smoke"] = _run("smoke", smoke, out, 420)
     for name, file in (("train_hf", "train_hf.json"), ("train_unsloth", "train_unsloth.json"), ("eval", "eval.json")):
