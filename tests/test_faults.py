@@ -120,20 +120,20 @@ def _fill(disk: Path, leave_bytes: int) -> Path:
 
 def test_a_full_disk_while_writing_rows_is_one_line_and_resumes(small_disk, tmp_path):
     env = _env(tmp_path)
-    args = ["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "160", "--max-new-tokens", "16",
+    args = ["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "96", "--max-new-tokens", "16",
             "--batch-size", "16"]
     ref = subprocess.run(_aha(*args, "--out", str(tmp_path / "ref")), env=env, capture_output=True, text=True,
                          timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
     out = small_disk / "ev"
-    filler = _fill(small_disk, 8 * 4096)  # room (4 KiB pages) for about half of the rows (10 KiB per 32 rows)
+    filler = _fill(small_disk, 6 * 4096)  # room (4 KiB pages) for part of the rows (10 KiB per 32 rows)
     full = subprocess.run(_aha(*args, "--out", str(out)), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 2, full.stderr[-2000:]
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("aha: error: no space left on the device writing") and "re-run the same command" in last
     assert "Traceback" not in full.stderr
     kept = (out / "samples.jsonl").read_text().splitlines()
-    assert 0 < len(kept) < 160 and all(json.loads(line) for line in kept)
+    assert 0 < len(kept) < 96 and all(json.loads(line) for line in kept)
     filler.unlink()  # space is back
     again = subprocess.run(_aha(*args, "--out", str(out)), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -28,6 +28,6 @@ def test_gpu_script_runs_in_cpu_mode(tmp_path):
     assert results["checks"]["train_unsloth"]["ok"] is None  # Unsloth needs a GPU: recorded as skipped
     ev = results["checks"]["eval"]["rows"]
     assert ev["batched_tokens"] > 0 and ev["loop_tokens"] > 0 and 0 <= ev["same_texts"] <= ev["prompts"]
-    assert results["checks"]["smoke"]["ok"] and "report" in results["checks"]["smoke"]["stages"]
+    assert results["checks"]["smoke"]["ok"] is None  # CPU mode: the suite runs the smoke recipe itself
     text = (out / "results.md").read_text()
     assert "## Training (hf backend vs hand-written TRL + PEFT)" in text and "## Evaluation throughput" in text
