@@ -17,6 +17,7 @@ from aha.recipes.config.trl_args import global_batch
 SMOKE = ["tiny-qwen3-smoke", "--set", "grpo.max_steps=3", "--set", "eval.sampled_k=0", "--set",
          "eval.tasks=[{task: arith, level: 1, limit: 8, seed: 0}]"]
 SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-qwen3-smoke.yaml"
+NO_VERIFY = ["--set", "export.verify=false"]  # verify-export under a launch runs in test_two_processes_end_to_end
 
 
 def _launch(out, *extra):
@@ -59,7 +60,7 @@ def test_two_processes_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_killed_during_grpo_resumes_to_the_end(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_launch(out, "--set", "grpo.max_steps=6"), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_launch(out, "--set", "grpo.max_steps=6", *NO_VERIFY), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
     deadline = time.time() + 600
     try:
@@ -71,7 +72,7 @@ def test_killed_during_grpo_resumes_to_the_end(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
-    done = subprocess.run(_launch(out, "--set", "grpo.max_steps=6"), capture_output=True, text=True, env=_env(),
+    done = subprocess.run(_launch(out, "--set", "grpo.max_steps=6", *NO_VERIFY), capture_output=True, text=True, env=_env(),
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
@@ -184,7 +185,7 @@ def test_deepspeed_on_cpu_processes(stage, tmp_path):
     pytest.importorskip("deepspeed")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=4", "--out", str(out),
-               "--launch", "accelerate", "--config", str(_cpu_copy(stage, tmp_path)), "--num-processes", "2"]
+               "--launch", "accelerate", "--config", str(_cpu_copy(stage, tmp_path)), "--num-processes", "2", *NO_VERIFY]
     env = {**_env(), "DS_ACCELERATOR": "cpu"}
     if stage == "zero3":
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -218,7 +219,7 @@ def test_fsdp2_on_cpu_processes(tmp_path):
     processes), runs the recipe and saves whole adapters (not shards)."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=2", "--out", str(out),
-               "--launch", "accelerate", "--config", str(_cpu_copy("fsdp2", tmp_path)), "--num-processes", "2"]
+               "--launch", "accelerate", "--config", str(_cpu_copy("fsdp2", tmp_path)), "--num-processes", "2", *NO_VERIFY]
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     _whole_adapter(out / "grpo" / "adapter")
