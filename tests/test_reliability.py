@@ -56,12 +56,25 @@ def test_out_naming_a_file_says_what_to_do(tmp_path, capsys):
 
 
 # ----- malformed files -------------------------------------------------------------------------------------------
-def test_malformed_files_are_one_line(tmp_path, capsys, tiny_adapter):
+def _adapter_with(tiny_adapter, folder, name, damage) -> Path:
+    """A copy of the tiny adapter in ``folder`` whose file ``name`` holds ``damage(its bytes)``."""
     import shutil
 
-    broken = tmp_path / "adapter"
-    shutil.copytree(tiny_adapter, broken)
-    (broken / "adapter_config.json").write_text('{"r": 8, ')
+    shutil.copytree(tiny_adapter, folder)
+    (folder / name).write_bytes(damage((folder / name).read_bytes()))
+    return folder
+
+
+def _run_folder_error(folder, state_text, capsys) -> str:
+    """The error line of ``aha run`` on a run folder whose state.json holds ``state_text``."""
+    folder.mkdir()
+    (folder / "state.json").write_text(state_text)
+    assert main(["run", str(SMOKE), "--out", str(folder)]) == 2
+    return _error(capsys)
+
+
+def test_malformed_files_are_one_line(tmp_path, capsys, tiny_adapter):
+    broken = _adapter_with(tiny_adapter, tmp_path / "adapter", "adapter_config.json", lambda _: b'{"r": 8, ')
     base = ["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "2"]
     assert main(base + ["--adapter", str(broken), "--out", str(tmp_path / "o1")]) == 2
     assert "adapter_config.json: not valid JSON" in _error(capsys)
@@ -71,11 +84,7 @@ def test_malformed_files_are_one_line(tmp_path, capsys, tiny_adapter):
                  "--out", str(tmp_path / "o2")]) == 2
     assert "data.parquet: not a readable Parquet file" in _error(capsys)
     # A run folder whose state.json was cut short: the message says what it is and what to do.
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "state.json").write_text('{"stages": {"eval-before": ')
-    assert main(["run", str(SMOKE), "--out", str(run)]) == 2
-    err = _error(capsys)
+    err = _run_folder_error(tmp_path / "run", '{"stages": {"eval-before": ', capsys)
     assert "state.json: not valid JSON" in err and "delete the folder" in err
     # An evaluation folder whose fingerprint is not JSON.
     out = tmp_path / "o3"
@@ -221,20 +230,11 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
 
 
 def test_damaged_model_files_and_state_are_one_line(tmp_path, capsys, tiny_adapter):
-    import shutil
-
-    broken = tmp_path / "adapter"
-    shutil.copytree(tiny_adapter, broken)
-    weights = broken / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:64])
+    broken = _adapter_with(tiny_adapter, tmp_path / "adapter", "adapter_model.safetensors", lambda data: data[:64])
     assert main(["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "2", "--adapter", str(broken),
                  "--out", str(tmp_path / "o")]) == 2
     assert "its model files could not be loaded" in _error(capsys)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "state.json").write_text('{"stages": 5}')
-    assert main(["run", str(SMOKE), "--out", str(run)]) == 2
-    assert "state.json: not the state of a run" in _error(capsys)
+    assert "state.json: not the state of a run" in _run_folder_error(tmp_path / "run", '{"stages": 5}', capsys)
 
 
 def test_a_distributed_state_whose_group_is_gone_is_wiped_before_the_next_trainer():
