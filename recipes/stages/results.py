@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aha.eval.files import read_json
+
+from ..config.schema import RecipeError
 from .table import COMPARE, EXPORT, GRPO, PREFLIGHT, STAGES
 
 STATE_FILE = "state.json"
+STATE_HINT = ("it is not a state file aha wrote, or was cut short; to start the run over, delete the folder "
+              "(or use another --out)")
 
 
 @dataclass
@@ -33,17 +38,27 @@ class RunResults:
 
 
 def _json(path: Path, kind: type = dict) -> Any:
-    from aha.eval.files import read_json
-
     return read_json(path, kind=kind) if path.is_file() else None
+
+
+def read_state(run_dir: Path, required: bool = True) -> dict[str, Any]:
+    """A run folder's state.json, checked, so a damaged file is one line, not a traceback later;
+    ``{}`` for a folder with none yet unless ``required``."""
+    path = Path(run_dir) / STATE_FILE
+    if not required and not path.is_file():
+        return {}
+    state = read_json(path, STATE_HINT)
+    stages = state.get("stages", {})
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()) or not isinstance(
+            state.get("recipe", {}), dict):
+        raise RecipeError(f"{path}: not the state of a run ({STATE_HINT})")
+    return state
 
 
 def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> RunResults:
     run_dir = Path(run_dir)
     if state is None:
-        from .runner import read_state
-
-        state = read_state(run_dir / STATE_FILE) if (run_dir / STATE_FILE).is_file() else {}
+        state = read_state(run_dir, required=False)
     done = state.get("stages", {})
     out = RunResults(run_dir=run_dir, stages=done, recipe=state.get("recipe", {}))
     for stage in STAGES:

@@ -21,21 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from aha.eval.files import FolderLock, read_json, write_json
+from aha.eval.files import FolderLock, write_json
 from aha.formats import Format, get_format
 
 from ..config.schema import Recipe, RecipeError, resolve_path
 from ..config.trl_args import global_batch_line
 from ..launch.distributed import is_main, on_main, rank, world_size
+from .results import STATE_FILE, read_state
 from .table import BY_NAME, REPORT, STAGES, Stage, first_reader, plan
 
 if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
     from ..training.backends import TrainingBackend
 
 log = logging.getLogger("aha")
-STATE_FILE = "state.json"
-STATE_HINT = ("it is not a state file aha wrote, or was cut short; to start the run over, delete the folder "
-              "(or use another --out)")
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -71,16 +69,6 @@ def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
         if isinstance(section, dict) and isinstance(old.get(key), dict):
             out[key] = {**section, **old[key]}
     return out
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """A run folder's state: what it must hold, checked, so a damaged file is one line, not a traceback later."""
-    state = read_json(path, STATE_HINT)
-    stages = state.get("stages", {})
-    if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()) or not isinstance(
-            state.get("recipe", {}), dict):
-        raise RecipeError(f"{path}: not the state of a run ({STATE_HINT})")
-    return state
 
 
 def reset_peak_memory() -> None:
@@ -152,7 +140,7 @@ class Run:
         self.writes = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
-        self.state = read_state(self.state_path) if self.state_path.is_file() else {}
+        self.state = read_state(self.dir, required=False)
         digest = recipe_hash(recipe)
         self.state.setdefault("stages", {})
         if restart_from:
@@ -171,7 +159,7 @@ class Run:
         run = cls.__new__(cls)
         run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
         run.state_path = run.dir / STATE_FILE
-        run.state = read_state(run.state_path)
+        run.state = read_state(run.dir)
         return run
 
     def check_same_recipe(self) -> None:

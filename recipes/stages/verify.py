@@ -11,6 +11,7 @@ agree on nearly all problems.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -38,7 +39,7 @@ _LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MA
 def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str | None = None,
                   gguf_file: str | None = None) -> list[str]:
     recipe, task = ctx.recipe, ctx.recipe.eval.tasks[0]
-    command = [sys.executable, "-m", "aha.recipes.cli", "eval", "--model", model, "--task", task.task,
+    command = ["eval", "--model", model, "--task", task.task,
                "--format", resolve_path(recipe.format, ctx.run.recipe_dir), "--limit", str(limit), "--seed",
                str(task.seed), "--level", str(task.level), "--heldout", str(task.heldout), "--max-new-tokens",
                str(recipe.eval.max_new_tokens), "--batch-size", str(recipe.eval.batch_size), "--dtype",
@@ -52,12 +53,35 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
     return command
 
 
-def _fresh_eval(command: list[str], what: str) -> None:
+def _fresh_evals(commands: dict[str, list[str]]) -> None:
+    """Every export's ``aha eval`` command line, run by one fresh process (importing the stack
+    is most of a short evaluation's time); each command loads its model from disk, as it does
+    when a user types it."""
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARIABLES and not k.startswith("ACCELERATE_")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    program = "import sys; from aha.recipes.stages.verify import run_commands; sys.exit(run_commands(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", program, json.dumps(commands)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise RecipeError(f"verify-export: {what} could not be loaded and evaluated as a user would: {last}")
+        lines = done.stderr.strip().splitlines()
+        started = [line[len(_STARTED):] for line in lines if line.startswith(_STARTED)]
+        what = started[-1] if started else "the export"
+        raise RecipeError(f"verify-export: {what} could not be loaded and evaluated as a user would: "
+                          f"{(lines or ['(no message)'])[-1]}")
+
+
+_STARTED = "verify-export: evaluating "
+
+
+def run_commands(commands_json: str) -> int:
+    """In the fresh process: each command through ``aha``'s own entry point, in order; the
+    first that fails ends it (its message last on stderr, after the name of what it evaluated)."""
+    from ..cli import main
+
+    for what, argv in json.loads(commands_json).items():
+        print(_STARTED + what, file=sys.stderr, flush=True)
+        code = main(argv)
+        if code:
+            return code
+    return 0
 
 
 def compare_answers(reference: dict[str, dict], exported: dict[str, dict], ids: list[str]) -> dict[str, Any]:
@@ -94,10 +118,10 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     shutil.rmtree(ctx.path(), ignore_errors=True)  # answers of an earlier export must never be taken for this one's
     report: dict[str, Any] = {"task": key, "dtype": resolve_dtype(recipe.model.dtype), "artifacts": {}}
     failures = []
-    for name, model, adapter, gguf_file, needed in artifacts:
-        out = ctx.path(name.replace("/", "-"))
-        _fresh_eval(_eval_command(ctx, model, out, limit, adapter, gguf_file), f"export/{name}")
-        result = compare_answers(reference, read_done(out / SAMPLES_FILE), ids)
+    _fresh_evals({f"export/{name}": _eval_command(ctx, model, ctx.path(name.replace("/", "-")), limit, adapter, gguf_file)
+                  for name, model, adapter, gguf_file, _ in artifacts})
+    for name, _, _, _, needed in artifacts:
+        result = compare_answers(reference, read_done(ctx.path(name.replace("/", "-"), SAMPLES_FILE)), ids)
         short = [m for m, share in needed.items() if result[m] < share * result["problems"]]
         result.update(needed=needed, passed=not short)
         report["artifacts"][name] = result
