@@ -258,3 +258,19 @@ def test_a_distributed_state_whose_group_is_gone_is_wiped_before_the_next_traine
         assert PartialState._shared_state == {}
     finally:
         PartialState._shared_state.update(saved)
+
+
+def test_an_export_that_cannot_be_loaded_is_named_in_one_line(tmp_path):
+    """verify-export runs every export's `aha eval` in one fresh process: when one of them
+    cannot load, the error names that export and gives the command's own one-line reason."""
+    from aha.recipes.config.schema import RecipeError
+    from aha.recipes.stages.verify import _fresh_evals
+
+    missing = tmp_path / "merged"
+    commands = {"export/adapter": ["formats"],
+                "export/merged": ["eval", "--model", str(missing), "--task", "arith", "--out", str(tmp_path / "out")]}
+    with pytest.raises(RecipeError) as err:
+        _fresh_evals(commands)
+    message = str(err.value)
+    assert message.startswith("verify-export: export/merged could not be loaded and evaluated as a user would: aha: error:")
+    assert str(missing) in message and "\n" not in message
