@@ -51,15 +51,7 @@ case "${1:-test}" in
     setup
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     shift || true
-    if [ $# -gt 0 ]; then
-      "$PY" -m pytest -q "$@"
-    else
-      # Two workers: most of a test's time is one process importing and starting, so the second core is
-      # otherwise idle. --dist loadfile keeps each file on one worker (the launches in test_launch.py share
-      # accelerate's port); the tests that assert a wall-clock bound run alone afterwards.
-      "$PY" -m pytest -q -n 2 --dist loadfile --durations=40 -m "not timing"
-      "$PY" -m pytest -q -m timing
-    fi
+    "$PY" -m pytest -q --durations=40 "$@"
     "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
     unsloth_contract
     ;;

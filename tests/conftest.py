@@ -6,10 +6,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# Under pytest-xdist each worker gets its own rendezvous port: TRL's colocate mode takes 29500 when it
-# looks free, the port accelerate's launches in the other worker bind a few seconds after checking it.
-if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
-    os.environ.setdefault("MASTER_PORT", str(29600 + int(os.environ["PYTEST_XDIST_WORKER"][2:])))
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,9 @@ def test_killed_in_every_stage_ends_as_an_uninterrupted_run(tmp_path):
     assert refused_once
     done = subprocess.run(_aha("run", *SMOKE, "--out", str(run)), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "took over the run folder's lock from pid" in (run / "run.log").read_text()
+    log = (run / "run.log").read_text()
+    assert "took over the run folder's lock from pid" in log
+    assert "resuming from" in log and "grpo/checkpoints/checkpoint-" in log  # GRPO went on from its checkpoint
     assert list(_done(run)) == list(_done(ref))
     for stage in EVALS:
         for task in ("arith-l1", "arith-l1-sampled"):

@@ -57,29 +57,6 @@ def test_two_processes_end_to_end(tmp_path):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
-@pytest.mark.slow
-def test_killed_during_grpo_resumes_to_the_end(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.Popen(_launch(out, "--set", "grpo.max_steps=6", *NO_VERIFY), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
-    deadline = time.time() + 600
-    try:
-        checkpoints = out / "grpo" / "checkpoints"
-        while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
-            time.sleep(0.5)
-        assert list(checkpoints.glob("checkpoint-*")), "GRPO never wrote a checkpoint"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
-    done = subprocess.run(_launch(out, "--set", "grpo.max_steps=6", *NO_VERIFY), capture_output=True, text=True, env=_env(),
-                          timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads((out / "state.json").read_text())
-    assert state["stages"]["grpo"]["steps"] == 6 and "report" in state["stages"]
-    assert "resuming from" in (out / "run.log").read_text()
-
-
 @pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
                                        ("fsdp2", "FSDP")])
 def test_shipped_configs_are_accepted_by_accelerate(name, kind):

