@@ -53,6 +53,9 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
     return command
 
 
+_STARTED = "verify-export: evaluating "
+
+
 def _fresh_evals(commands: dict[str, list[str]]) -> None:
     """Every export's ``aha eval`` command line, run by one fresh process (importing the stack
     is most of a short evaluation's time); each command loads its model from disk, as it does
@@ -66,9 +69,6 @@ def _fresh_evals(commands: dict[str, list[str]]) -> None:
         what = started[-1] if started else "the export"
         raise RecipeError(f"verify-export: {what} could not be loaded and evaluated as a user would: "
                           f"{(lines or ['(no message)'])[-1]}")
-
-
-_STARTED = "verify-export: evaluating "
 
 
 def run_commands(commands_json: str) -> int:
@@ -118,10 +118,11 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     shutil.rmtree(ctx.path(), ignore_errors=True)  # answers of an earlier export must never be taken for this one's
     report: dict[str, Any] = {"task": key, "dtype": resolve_dtype(recipe.model.dtype), "artifacts": {}}
     failures = []
-    _fresh_evals({f"export/{name}": _eval_command(ctx, model, ctx.path(name.replace("/", "-")), limit, adapter, gguf_file)
+    outs = {name: ctx.path(name.replace("/", "-")) for name, *_ in artifacts}
+    _fresh_evals({f"export/{name}": _eval_command(ctx, model, outs[name], limit, adapter, gguf_file)
                   for name, model, adapter, gguf_file, _ in artifacts})
     for name, _, _, _, needed in artifacts:
-        result = compare_answers(reference, read_done(ctx.path(name.replace("/", "-"), SAMPLES_FILE)), ids)
+        result = compare_answers(reference, read_done(outs[name] / SAMPLES_FILE), ids)
         short = [m for m, share in needed.items() if result[m] < share * result["problems"]]
         result.update(needed=needed, passed=not short)
         report["artifacts"][name] = result
