@@ -24,8 +24,9 @@ def _load(run: str | Path) -> dict[str, dict[str, Any]]:
 
 def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[str]]:
     """The two runs' rows and the ids they share, after checking that the runs can be
-    compared at all: the same format and sampling, and for every shared id the same
-    question and gold answer (ids alone say nothing about which problem a row holds)."""
+    compared at all: the same format and sampling, as many answers a problem, and for every
+    shared id the same question and gold answer (ids alone say nothing about which problem a
+    row holds)."""
     a, b = _load(before), _load(after)
     prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
     if all(p.is_file() for p in prints):
@@ -37,6 +38,10 @@ def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[
     common = [i for i in a if i in b]
     if not common:
         raise InputError("the two runs share no problem ids: they are not the same task")
+    ks = {len(a[common[0]]["samples"]), len(b[common[0]]["samples"])}
+    if len(ks) > 1:
+        raise InputError(f"{before} and {after} hold {' and '.join(map(str, sorted(ks)))} answers a problem: compare "
+                         "greedy with greedy, sampled with sampled")
     for i in common:
         if a[i].get("question") != b[i].get("question") or str(a[i].get("answer")) != str(b[i].get("answer")):
             raise InputError(f"{before} and {after} are not the same problems: {i} is "
@@ -133,17 +138,35 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     plt.close(fig)
 
 
+def answers_per_problem(run: str | Path) -> int:
+    """How many answers each problem of an evaluation holds: 1 for a greedy evaluation, k for a
+    sampled one (``eval.sampled_k``)."""
+    rows = _load(run)
+    return len(next(iter(rows.values()))["samples"]) if rows else 1
+
+
 def write_report(before: str | Path, after: str | Path, out_dir: str | Path, metric: str = "lenient") -> dict[str, Any]:
-    """``compare.json``, ``compare.md`` and ``compare.png`` in ``out_dir``."""
-    report = compare(before, after, metric)
+    """``compare.json`` and ``compare.md`` in ``out_dir`` (and ``compare.png`` for greedy runs).
+    Sampled evaluations (k answers a problem) are compared on their pass rates, greedy ones on
+    each problem's one answer."""
+    sampled = answers_per_problem(before) > 1
+    report = compare_pass_rates(before, after, metric) if sampled else compare(before, after, metric)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", report)
-    (out / "compare.md").write_text(to_markdown(report), encoding="utf-8")
-    plot(report, out / "compare.png")
+    (out / "compare.md").write_text(pass_rates_markdown(report) if sampled else to_markdown(report), encoding="utf-8")
+    if not sampled:
+        plot(report, out / "compare.png")
     return report
 
 
+def pass_rates_markdown(report: dict[str, Any]) -> str:
+    """One sampled comparison (:func:`compare_pass_rates`) as markdown."""
+    return (f"# Sampled pass rate before vs after (k={report['k']}, {report['problems']} paired problems)\n\n"
+            f"| metric | before | after | delta | problems up | down | sign test p |\n|---|---|---|---|---|---|---|\n"
+            f"| {report['metric']} | {report['before']:.1%} | {report['after']:.1%} | "
+            f"{report['after'] - report['before']:+.1%} | {report['improved']} | {report['worsened']} | "
+            f"{report['p_value']:.3g} |\n")
 
 
 # ----- several replicates (seeds) pooled -------------------------------------------------------------------------
@@ -190,15 +213,55 @@ def pooled_markdown(pooled: dict[str, Any], labels: list[str] | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
+def pooled_pass_rates_markdown(pooled: dict[str, Any], labels: list[str] | None = None) -> str:
+    """Pooled sampled comparisons (:func:`pool_pass_rates`) as markdown: per replicate, then pooled."""
+    labels = labels or [f"pair {i + 1}" for i in range(pooled["replicates"])]
+    d = pooled["delta"]
+    return ("| | " + " | ".join(labels) + " | pooled up / down | sign test p | delta mean (sd; min .. max) |\n"
+            + "|---" * (len(labels) + 4) + "|\n"
+            + f"| mean pass rate (k={pooled['k']}) | "
+            + " | ".join(f"{b:.1%} -> {a:.1%}" for b, a in zip(pooled["before"], pooled["after"]))
+            + f" | {pooled['improved']} / {pooled['worsened']} | {pooled['p_value']:.3g} | {d['mean']:+.1%} "
+            f"({d['sd']:.1%}; {d['min']:+.1%} .. {d['max']:+.1%}) |\n")
+
+
+def pair_labels(paths: list[str | Path]) -> list[str]:
+    """Short names for several results folders: their path parts that differ.
+
+    >>> pair_labels(["runs/all/replicate-0/eval-after/arith-l1", "runs/all/replicate-1/eval-after/arith-l1"])
+    ['replicate-0', 'replicate-1']
+    >>> pair_labels(["a/x", "a/x"])
+    ['pair 1', 'pair 2']
+    """
+    parts = [Path(p).parts for p in paths]
+    head = 0
+    while all(len(q) > head for q in parts) and len({q[head] for q in parts}) == 1:
+        head += 1
+    tail = 0
+    while all(len(q) > head + tail for q in parts) and len({q[len(q) - 1 - tail] for q in parts}) == 1:
+        tail += 1
+    labels = ["/".join(q[head:len(q) - tail]) for q in parts]
+    return labels if all(labels) and len(set(labels)) == len(labels) else [f"pair {i + 1}" for i in range(len(paths))]
+
+
 def write_pooled_report(pairs: list[tuple[str | Path, str | Path]], out_dir: str | Path,
                         metric: str = "lenient") -> dict[str, Any]:
     """``aha compare B1 A1 B2 A2 ...``: each pair compared (written in its after folder, as for
-    one pair), then all pooled into ``pooled.json`` and ``pooled.md`` in ``out_dir``."""
+    one pair), then all pooled into ``pooled.json`` and ``pooled.md`` in ``out_dir``: greedy
+    evaluations by the stratified McNemar test, sampled ones by the sign test on pass rates."""
+    kinds = {answers_per_problem(f) > 1 for pair in pairs for f in pair}
+    if len(kinds) > 1:
+        raise InputError("the pairs mix greedy and sampled evaluations: pool greedy with greedy, sampled with sampled")
     reports = [write_report(b, a, a, metric) for b, a in pairs]
-    pooled = pool(reports)
+    labels = pair_labels([a for _, a in pairs])
+    if kinds == {True}:
+        pooled = pool_pass_rates(reports)
+        text = "# Pooled sampled pass rate, before vs after\n\n" + pooled_pass_rates_markdown(pooled, labels)
+    else:
+        pooled = pool(reports)
+        text = "# Pooled before vs after\n\n" + pooled_markdown(pooled, labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pooled.json", {**pooled, "pairs": [[str(b), str(a)] for b, a in pairs]})
-    labels = [Path(a).name or str(a) for _, a in pairs]
-    (out / "pooled.md").write_text("# Pooled before vs after\n\n" + pooled_markdown(pooled, labels), encoding="utf-8")
+    (out / "pooled.md").write_text(text, encoding="utf-8")
     return pooled

@@ -182,19 +182,21 @@ def _cache_dir() -> Path:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aha.eval.compare import pooled_markdown, to_markdown, write_pooled_report, write_report
+    from aha.eval.compare import write_pooled_report, write_report
 
     runs = args.runs
     if len(runs) % 2:
         raise UsageError(f"compare takes pairs of results folders, BEFORE AFTER [BEFORE AFTER ...]; got {len(runs)}")
     pairs = list(zip(runs[::2], runs[1::2]))
     if len(pairs) == 1:
-        print(to_markdown(write_report(*pairs[0], args.out or pairs[0][1], metric=args.metric)))
+        out = Path(args.out or pairs[0][1])
+        write_report(*pairs[0], out, metric=args.metric)
+        print((out / "compare.md").read_text(encoding="utf-8"), end="")
         return 0
     if not args.out:
         raise UsageError("several pairs are pooled into one report: say where with --out DIR")
-    pooled = write_pooled_report(pairs, args.out, metric=args.metric)
-    print(pooled_markdown(pooled, [str(a) for _, a in pairs]) + f"\n-> {Path(args.out) / 'pooled.md'}")
+    write_pooled_report(pairs, args.out, metric=args.metric)
+    print((Path(args.out) / "pooled.md").read_text(encoding="utf-8") + f"-> {Path(args.out) / 'pooled.md'}")
     return 0
 
 

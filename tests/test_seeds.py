@@ -40,15 +40,16 @@ def test_pooled_pass_rates():
 
 
 def test_compare_pools_several_pairs(tmp_path, capsys):
-    """`aha compare B1 A1 B2 A2 --out D`: each pair as before, all pooled into D/pooled.json."""
+    """`aha compare B1 A1 B2 A2 --out D`: each pair as before, all pooled into D/pooled.json;
+    sampled evaluations (k answers a problem) pooled on their pass rates."""
     from aha.eval.runner import SAMPLES_FILE
 
-    def folder(name, verdicts):
+    def folder(name, verdicts):  # one list of verdicts a problem: one answer greedy, k sampled
         path = tmp_path / name
         path.mkdir()
         rows = [{"id": f"p{i}", "question": f"q{i}", "answer": "1", "samples": [
             {"strict": v, "lenient": v, "math_verify": v, "format_ok": True, "extracted": "1", "truncated": False,
-             "num_tokens": 3, "text": "x"}]} for i, v in enumerate(verdicts)]
+             "num_tokens": 3, "text": "x"} for v in (vs if isinstance(vs, list) else [vs])]} for i, vs in enumerate(verdicts)]
         (path / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
         return str(path)
 
@@ -57,10 +58,27 @@ def test_compare_pools_several_pairs(tmp_path, capsys):
     assert "several pairs are pooled into one report" in capsys.readouterr().err
     assert main(["compare", *pairs[:3]]) == 2
     assert main(["compare", *pairs, "--metric", "strict", "--out", str(tmp_path / "pooled")]) == 0
+    assert "| strict | 25.0% -> 75.0% | 33.3% -> 33.3% | 3 / 1 |" in capsys.readouterr().out  # labelled a1, a2
     pooled = json.loads((tmp_path / "pooled" / "pooled.json").read_text())
     assert pooled["replicates"] == 2 and pooled["problems"] == 7
     assert (pooled["metrics"]["strict"]["fixed"], pooled["metrics"]["strict"]["broken"]) == (3, 1)
     assert (tmp_path / "a1" / "compare.json").is_file()  # each pair is also compared on its own, as before
+
+    # Sampled: 2 answers a problem. Pair 1: p0 0 -> 1/2, p1 1/2 -> 1, p2 1 -> 0; pair 2: p0 0 -> 1.
+    sampled = [folder("sb1", [[0, 0], [1, 0], [1, 1]]), folder("sa1", [[1, 0], [1, 1], [0, 0]]),
+               folder("sb2", [[0, 0]]), folder("sa2", [[1, 1]])]
+    assert main(["compare", *sampled[:2], "--metric", "strict"]) == 0
+    assert "| strict | 50.0% | 50.0% | +0.0% | 2 | 1 |" in capsys.readouterr().out
+    assert main(["compare", *sampled, "--metric", "strict", "--out", str(tmp_path / "pooled-sampled")]) == 0
+    s = json.loads((tmp_path / "pooled-sampled" / "pooled.json").read_text())
+    assert (s["k"], s["improved"], s["worsened"]) == (2, 3, 1) and s["p_value"] == pytest.approx(mcnemar_exact(3, 1))
+    assert s["before"] == [0.5, 0.0] and s["after"] == [0.5, 1.0]
+    # Greedy against sampled is refused, within a pair and across pairs, in one line.
+    assert main(["compare", pairs[0], sampled[0]]) == 2
+    assert "hold 1 and 2 answers a problem" in capsys.readouterr().err
+    assert main(["compare", *pairs[:2], *sampled[:2], "--out", str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mix greedy and sampled evaluations" in err
 
 
 @pytest.mark.slow

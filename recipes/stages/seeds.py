@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from aha.eval.compare import pool, pool_pass_rates, pooled_markdown
+from aha.eval.compare import pool, pool_pass_rates, pooled_markdown, pooled_pass_rates_markdown
 from aha.eval.files import FolderLock, read_json, write_json
 
 from ..config.schema import Recipe, RecipeError
@@ -137,13 +137,8 @@ def write_seeds_report(parent: Path, replicates: list[int], recipe: Recipe) -> d
             continue
         s = pool_pass_rates(reports)
         pooled["sampled"][key] = s
-        d = s["delta"]
         lines += ["", f"## {key}: sampled pass rate (k={s['k']}), pooled sign test", "",
-                  "| | " + " | ".join(labels) + " | pooled up / down | p | delta mean (sd; min .. max) |",
-                  "|---" * (len(labels) + 4) + "|",
-                  "| mean pass rate | " + " | ".join(f"{b:.1%} -> {a:.1%}" for b, a in zip(s["before"], s["after"]))
-                  + f" | {s['improved']} / {s['worsened']} | {s['p_value']:.3g} | {d['mean']:+.1%} ({d['sd']:.1%}; "
-                  f"{d['min']:+.1%} .. {d['max']:+.1%}) |"]
+                  pooled_pass_rates_markdown(s, labels).strip()]
     lines += ["", "## The recipe (replicate 0)", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(),
               "```"]
     (parent / "seeds.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
