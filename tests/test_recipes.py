@@ -206,13 +206,14 @@ def test_smoke_recipe_end_to_end(tmp_path):
                                      out / "export" / "adapter")
     with torch.no_grad():
         gap = (merged(ids).logits - peft(ids).logits).abs().max().item()
-    assert gap < 0.05  # bf16 rounding of the merged weights, nothing more
+    assert merged.dtype == torch.float32 and gap < 1e-4  # saved at the precision evaluated: the same arithmetic
 
-    # The exports were loaded as a user loads them and answer as the evaluated adapter did.
+    # The exports were loaded as a user loads them and answer as the evaluated adapter did, text for text.
     verification = json.loads((out / "export" / "verification.json").read_text())
     assert verification["passed"] and set(verification["artifacts"]) == {"adapter", "merged"}
-    assert all(a["problems"] == 8 for a in verification["artifacts"].values())
-    assert verification["artifacts"]["adapter"]["identical_texts"] == 8  # same weights, same precision
+    for artifact in verification["artifacts"].values():
+        assert artifact["problems"] == artifact["identical_texts"] == 8 and artifact["differences"] == []
+        assert artifact["precision"] == "same"
     assert "## Export verification" in report
     # The model card, in the Hub's own format: huggingface_hub reads it back, metrics included.
     from huggingface_hub import ModelCard
@@ -224,7 +225,12 @@ def test_smoke_recipe_end_to_end(tmp_path):
     assert after[("arith-l1", "strict accuracy after (tiny-qwen3-smoke)")] == round(reported, 4)
     assert "## Export verification" in card.text and "aha_recipe.yaml" in card.text
     assert (out / "export" / "adapter" / "aha_recipe.yaml").is_file()
-    assert ModelCard.load(out / "export" / "merged" / "README.md").data.library_name == "transformers"
+    merged_card = ModelCard.load(out / "export" / "merged" / "README.md")
+    assert merged_card.data.library_name == "transformers"
+    own = {r.metric_name: r.metric_value for r in merged_card.data.eval_results}  # the export's own number, beside
+    measured = verification["artifacts"]["merged"]  # the adapter's
+    assert own["strict accuracy of this merged, first 8 problems (verify-export)"] == round(measured["strict_export"], 4)
+    assert "These weights, measured as shipped" in merged_card.text
 
     # Re-running the finished run does nothing; running a changed recipe into it is refused.
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
@@ -244,7 +250,7 @@ def test_an_export_that_does_not_behave_like_the_adapter_is_refused(tmp_path, ti
             "--set", "eval.after_sft=false", "--set", "eval.tasks=[{task: arith, level: 1, limit: 8, seed: 0}]"]
     assert main(args + ["--stop-after", "export"]) == 0
     shutil.rmtree(out / "export" / "merged")
-    merge_adapter(str(out / "base"), str(tiny_adapter), out / "export" / "merged")  # the wrong adapter, merged
+    merge_adapter(str(out / "base"), str(tiny_adapter), out / "export" / "merged", "float32")  # the wrong adapter
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("aha: error: verify-export: export/merged does not behave like the adapter that was "

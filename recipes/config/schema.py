@@ -211,18 +211,25 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    merged: bool = setting(False, help="merged 16-bit weights (PEFT merge, or Unsloth's saver)")
+    merged: bool = setting(False, help="merged weights: the PEFT merge saved at the precision the run evaluated at "
+                           "(hf backend), or Unsloth's 16-bit saver")
     gguf: str | None = setting(None, help="GGUF quantisation such as q4_k_m (unsloth backend only)")
     push_to_hub: str | None = setting(None, help="a hub repo id for the adapter (with its model card)")
     verify: bool = setting(True, help="evaluate what was exported, loaded as a user loads it in a fresh process, "
                            "against the final evaluation's answers")
     verify_problems: int = setting(50, ge=1, help="the first N problems of the first evaluation task")
-    verify_min_identical: float = setting(0.96, ge=0, le=1, help="the adapter (same weights, same precision): the "
-                                          "share of answers that must be the same text as the final evaluation's")
-    verify_min_same_verdicts: float = setting(0.9, ge=0, le=1, help="merged or GGUF weights (rounded to 16 bits or "
-                                              "quantised): the share of answers whose verdict must agree ...")
-    verify_min_identical_rounded: float = setting(0.5, ge=0, le=1, help="... and the share that must be the same text "
-                                                  "(rounding changes a few; another model changes nearly all)")
+    verify_min_identical: float = setting(0.96, ge=0, le=1, help="the adapter, and merged weights saved at the "
+                                          "float32 the run evaluated at: the share of answers that must be the same "
+                                          "text as the final evaluation's")
+    verify_min_identical_rounded: float = setting(0.9, ge=0, le=1, help="merged weights saved at 16 bits (the merged "
+                                                  "sum rounded once, which the evaluated adapter never is): the share "
+                                                  "that must be the same text ...")
+    verify_min_same_verdicts: float = setting(0.96, ge=0, le=1, help="... and the share whose verdict must agree")
+    verify_min_identical_quantised: float = setting(0.5, ge=0, le=1, help="GGUF (quantised): the share of answers "
+                                                    "that must be the same text (quantising changes some; another "
+                                                    "model changes nearly all) ...")
+    verify_min_same_verdicts_quantised: float = setting(0.9, ge=0, le=1, help="... and the share whose verdict must "
+                                                        "agree")
 
 
 @dataclass

@@ -50,7 +50,15 @@ def base_origin(recipe: Recipe) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _eval_results(results: RunResults, recipe: Recipe) -> list[Any]:
+def _dataset_id(task: str) -> str:
+    name = task.split("-l")[0] if task.startswith("arith") else task
+    spec = TASKS.get(name)
+    return spec.hub[0] if spec and spec.hub else f"aha/{name}"
+
+
+def _eval_results(results: RunResults, recipe: Recipe, kind: str) -> list[Any]:
+    """The model index: each task's strict accuracy before and after (the evaluated adapter),
+    and this export's own, measured by verify-export on the files as shipped."""
     from huggingface_hub import EvalResult
 
     after = results.evaluations.get(EVAL_AFTER.name, {})
@@ -59,15 +67,26 @@ def _eval_results(results: RunResults, recipe: Recipe) -> list[Any]:
     for task, r in after.items():
         if task.endswith(SAMPLED_SUFFIX) or names.pass_at(1, "strict") in r:
             continue
-        name = task.split("-l")[0] if task.startswith("arith") else task
-        spec = TASKS.get(name)
-        dataset = spec.hub[0] if spec and spec.hub else f"aha/{name}"
         for stage, metrics in (("after", r), ("before", before.get(task))):
             if metrics:
-                out.append(EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=task,
+                out.append(EvalResult(task_type="text-generation", dataset_type=_dataset_id(task), dataset_name=task,
                                       metric_type="accuracy", metric_name=f"strict accuracy {stage} ({recipe.name})",
                                       metric_value=round(metrics[names.accuracy("strict")], 4)))
+    measured = export_measured(results, kind)
+    if measured:
+        task, m = measured
+        out.append(EvalResult(task_type="text-generation", dataset_type=_dataset_id(task), dataset_name=task,
+                              metric_type="accuracy", metric_name=f"strict accuracy of this {kind}, first "
+                              f"{m['problems']} problems (verify-export)", metric_value=round(m["strict_export"], 4)))
     return out
+
+
+def export_measured(results: RunResults, kind: str) -> tuple[str, dict[str, Any]] | None:
+    """(task, verify-export's measurement) of the export ``kind`` as shipped, if it was verified."""
+    v = results.verification
+    if not v or kind not in v.get("artifacts", {}):
+        return None
+    return v["task"], v["artifacts"][kind]
 
 
 def _datasets(recipe: Recipe) -> list[str]:
@@ -97,6 +116,14 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
                      f"prompts: {recipe.grpo.select}.")
     lines += ["", "## Evidence", "", "Held-out problems, before and after, paired by problem (the run's report has "
               "every number)."] + result_tables(results)
+    measured = export_measured(results, kind)
+    if measured:
+        task, m = measured
+        lines += ["", f"**{'These weights' if kind == 'merged' else 'This adapter'}, measured as shipped** (loaded "
+                  f"from these files in a fresh process, first {m['problems']} problems of `{task}`): strict "
+                  f"{m['strict_export']:.1%}, against {m['strict_adapter']:.1%} for the evaluated adapter on the same "
+                  f"problems; {m['identical_texts']} of {m['problems']} answers the same text, {m['same_verdicts']} "
+                  "the same verdict."]
     if results.grpo_log:
         lines += ["", "![rewards during GRPO](reward_curves.png)"]
     if results.preflight:
@@ -128,7 +155,8 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
 def verification_text(v: dict[str, Any]) -> str:
     parts = [f"export/{name}: {r['identical_texts']} of {r['problems']} answers the same text as the evaluated "
              f"adapter's, {r['same_verdicts']} the same verdict (strict {r['strict_export']:.1%} vs "
-             f"{r['strict_adapter']:.1%})" for name, r in v["artifacts"].items()]
+             f"{r['strict_adapter']:.1%})" + (f"; where texts part: {r['reason']}" if r.get("differences") else "")
+             for name, r in v["artifacts"].items()]
     return (f"Loaded as a user loads them, in a fresh process, on the first problems of `{v['task']}` at "
             f"{v['dtype']}: " + "; ".join(parts) + ".")
 
@@ -144,7 +172,7 @@ def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict
         (["grpo"] if recipe.grpo.enabled else []) + [f"format-{recipe.format}"] + reward_tags,
         datasets=_datasets(recipe) or None, license=license_ or "other",
         license_name=None if license_ else "unknown", model_name=recipe.name,
-        eval_results=_eval_results(results, recipe) or None)
+        eval_results=_eval_results(results, recipe, kind) or None)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + card_text(results, recipe, versions, kind))
     path = folder / "README.md"
     card.save(path)

@@ -4,9 +4,11 @@ first evaluation task, with the final evaluation's format, prompts and lengths. 
 is paired with the final evaluation's answer to the same problem; an export that does not
 behave like the adapter that was evaluated ends the run in one line.
 
-The adapter must give the same texts (same weights, same precision); merged weights are
-rounded to 16 bits (and GGUF quantised), so a few texts may differ, but the verdicts must
-agree on nearly all problems.
+How close each export must come depends on the arithmetic it does against the evaluated
+model's (``precision_class``): the adapter, and merged weights saved at the float32 the run
+evaluated at, must give the same texts; merged weights saved at 16 bits round the merged sum
+once, which the evaluated adapter never does, so a few texts may part; GGUF is quantised. Every
+text that differs is listed with where it parts from the evaluated answer and why it may.
 """
 
 from __future__ import annotations
@@ -84,19 +86,65 @@ def run_commands(commands_json: str) -> int:
     return 0
 
 
+def precision_class(kind: str, saved: str | None, evaluated: str) -> tuple[str, str]:
+    """(class, the reason its texts may differ from the evaluated adapter's) for an export of
+    ``kind`` whose weights were saved at ``saved`` (None: not known), when the run evaluated at
+    ``evaluated``. The class picks the thresholds: ``same``, ``rounded`` or ``quantised``.
+
+    >>> precision_class("merged", "float32", "float32")[0], precision_class("merged", "bfloat16", "bfloat16")[0]
+    ('same', 'rounded')
+    >>> precision_class("merged", "bfloat16", "float32")[1]
+    'saved at bfloat16 while the run evaluated at float32: every weight rounded below the precision that was measured'
+    """
+    if kind == "adapter":
+        return "same", "the evaluated weights at the evaluated precision; only other batches (padding) can flip a near-tie"
+    if kind == "gguf":
+        return "quantised", "GGUF weights are quantised"
+    if saved and saved != evaluated and _BITS.get(saved, 32) < _BITS.get(evaluated, 32):
+        return "rounded", (f"saved at {saved} while the run evaluated at {evaluated}: every weight rounded below the "
+                           "precision that was measured")
+    if (saved or evaluated) == "float32":
+        return "same", "merged at float32: (W + s*BA)x and Wx + s*B(Ax) agree to about 1e-6; only a near-tie can flip"
+    return "rounded", (f"merged at {saved or evaluated}: the merged sum W + s*BA is rounded to 16 bits once, where the "
+                       "evaluated adapter computes Wx + s*B(Ax)")
+
+
+_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
+
+
+def saved_dtype(folder: str | Path) -> str | None:
+    """The dtype a model folder's weights were saved at, from its config.json (None: not said)."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text(encoding="utf-8"))
+    value = data.get("dtype") or data.get("torch_dtype")
+    return value if isinstance(value, str) else None
+
+
 def compare_answers(reference: dict[str, dict], exported: dict[str, dict], ids: list[str]) -> dict[str, Any]:
-    """Answers of the exported model next to the final evaluation's, problem by problem.
+    """Answers of the exported model next to the final evaluation's, problem by problem; each
+    text that differs is listed with the characters both share before they part.
 
     >>> row = lambda text, ok: {"samples": [{"text": text, "strict": ok}]}
-    >>> compare_answers({"a": row("4", True), "b": row("5", False)}, {"a": row("4", True), "b": row("6", False)},
-    ...                 ["a", "b"])
+    >>> r = compare_answers({"a": row("4", True), "b": row("so 5", False)}, {"a": row("4", True), "b": row("so 6", False)},
+    ...                     ["a", "b"])
+    >>> {k: v for k, v in r.items() if k != "differences"}
     {'problems': 2, 'identical_texts': 1, 'same_verdicts': 2, 'strict_adapter': 0.5, 'strict_export': 0.5}
+    >>> r["differences"]
+    [{'id': 'b', 'shared_chars': 3, 'same_verdict': True, 'adapter': '5', 'export': '6'}]
     """
-    pairs = [(reference[i]["samples"][0], exported[i]["samples"][0]) for i in ids]
-    return {"problems": len(pairs), "identical_texts": sum(a["text"] == b["text"] for a, b in pairs),
-            "same_verdicts": sum(a["strict"] == b["strict"] for a, b in pairs),
-            "strict_adapter": sum(a["strict"] for a, _ in pairs) / len(pairs),
-            "strict_export": sum(b["strict"] for _, b in pairs) / len(pairs)}
+    pairs = [(i, reference[i]["samples"][0], exported[i]["samples"][0]) for i in ids]
+    differences = []
+    for i, a, b in pairs:
+        if a["text"] != b["text"]:
+            shared = len(os.path.commonprefix([a["text"], b["text"]]))
+            differences.append({"id": i, "shared_chars": shared, "same_verdict": a["strict"] == b["strict"],
+                                "adapter": a["text"][shared:shared + 80], "export": b["text"][shared:shared + 80]})
+    return {"problems": len(pairs), "identical_texts": len(pairs) - len(differences),
+            "same_verdicts": sum(a["strict"] == b["strict"] for _, a, b in pairs),
+            "strict_adapter": sum(a["strict"] for _, a, _ in pairs) / len(pairs),
+            "strict_export": sum(b["strict"] for _, _, b in pairs) / len(pairs), "differences": differences}
 
 
 def verify_export_stage(ctx: Context) -> dict[str, Any]:
@@ -107,24 +155,28 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     ids = [p.id for p in problems[:limit]]
     reference = read_done(run.path(EVAL_AFTER.name, key, SAMPLES_FILE))
     base = str(run.path("base")) if run.path("base", "config.json").is_file() else recipe.model.name
-    x = recipe.export
-    same = {"identical_texts": x.verify_min_identical}
-    rounded = {"identical_texts": x.verify_min_identical_rounded, "same_verdicts": x.verify_min_same_verdicts}
-    artifacts = [("adapter", base, exports["adapter"], None, same)]
+    x, evaluated = recipe.export, resolve_dtype(recipe.model.dtype)
+    needs = {"same": {"identical_texts": x.verify_min_identical},
+             "rounded": {"identical_texts": x.verify_min_identical_rounded, "same_verdicts": x.verify_min_same_verdicts},
+             "quantised": {"identical_texts": x.verify_min_identical_quantised,
+                           "same_verdicts": x.verify_min_same_verdicts_quantised}}
+    artifacts = [("adapter", base, exports["adapter"], None, precision_class("adapter", None, evaluated))]
     if exports.get("merged"):
-        artifacts.append(("merged", exports["merged"], None, None, rounded))
+        saved = saved_dtype(exports["merged"])
+        artifacts.append(("merged", exports["merged"], None, None, precision_class("merged", saved, evaluated)))
     for gguf in sorted(Path(exports["gguf"]).glob("*.gguf")) if exports.get("gguf") else []:
-        artifacts.append((f"gguf/{gguf.name}", str(gguf.parent), None, gguf.name, rounded))
+        artifacts.append((f"gguf/{gguf.name}", str(gguf.parent), None, gguf.name, precision_class("gguf", None, evaluated)))
     shutil.rmtree(ctx.path(), ignore_errors=True)  # answers of an earlier export must never be taken for this one's
-    report: dict[str, Any] = {"task": key, "dtype": resolve_dtype(recipe.model.dtype), "artifacts": {}}
+    report: dict[str, Any] = {"task": key, "dtype": evaluated, "artifacts": {}}
     failures = []
     outs = {name: ctx.path(name.replace("/", "-")) for name, *_ in artifacts}
     _fresh_evals({f"export/{name}": _eval_command(ctx, model, outs[name], limit, adapter, gguf_file)
                   for name, model, adapter, gguf_file, _ in artifacts})
-    for name, _, _, _, needed in artifacts:
+    for name, _, _, _, (kind, reason) in artifacts:
         result = compare_answers(reference, read_done(outs[name] / SAMPLES_FILE), ids)
+        needed = needs[kind]
         short = [m for m, share in needed.items() if result[m] < share * result["problems"]]
-        result.update(needed=needed, passed=not short)
+        result.update(precision=kind, reason=reason, needed=needed, passed=not short)
         report["artifacts"][name] = result
         log.info("verify-export %s: %d of %d answers the same text, %d the same verdict; strict %.1f%% (export) vs "
                  "%.1f%% (evaluated adapter)", name, result["identical_texts"], result["problems"],
@@ -132,7 +184,7 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
         if short:
             failures.append(f"export/{name} does not behave like the adapter that was evaluated: "
                             + ", ".join(f"{m.replace('_', ' ')} on {result[m]} of {result['problems']} problems (needs "
-                                        f"{needed[m]:.0%})" for m in short))
+                                        f"{needed[m]:.0%})" for m in short) + f"; {reason}")
     report["passed"] = not failures
     write_json(run.path(EXPORT.name, VERIFICATION_FILE), report)
     if failures:

@@ -113,7 +113,7 @@ class HFTrainBackend:
     def merge(self, adapter: str, out: Path) -> Path:
         from .export import merge_adapter
 
-        return merge_adapter(self.base, adapter, out)
+        return merge_adapter(self.base, adapter, out, resolve_dtype(self.recipe.model.dtype))
 
     def gguf(self, adapter: str, out: Path, quantization: str) -> Path:
         raise RecipeError("export.gguf needs backend unsloth (its GGUF saver); use export.merged with the hf backend")

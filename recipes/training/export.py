@@ -8,8 +8,11 @@ from pathlib import Path
 from ..config.schema import RecipeError
 
 
-def merge_adapter(base: str, adapter: str, out: Path, dtype: str = "bfloat16") -> Path:
-    """Base + LoRA merged into plain weights (16-bit by default), with the tokenizer."""
+def merge_adapter(base: str, adapter: str, out: Path, dtype: str) -> Path:
+    """Base + LoRA merged into plain weights saved at ``dtype``, with the tokenizer.
+
+    ``dtype`` is the precision the run evaluated at: weights rounded below it (a bfloat16 save of
+    a float32 evaluation) answer differently from the model the report measured."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
