@@ -51,7 +51,8 @@ def smollm2():
 def qwen25_shape(folder: Path):
     """A random-weight model with Qwen2.5-0.5B's configuration (for GPU speed; weights do not matter)."""
     from aha.eval import load_model
-    from aha.recipes.training.models import build_qwen25_05b_shape, resolve_dtype
+    from aha.recipes.config.machine import resolve_dtype
+    from aha.recipes.training.models import build_qwen25_05b_shape
 
     model, tokenizer = load_model(str(build_qwen25_05b_shape(folder)), dtype=resolve_dtype("auto"))
     return model.eval(), tokenizer

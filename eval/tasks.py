@@ -2,9 +2,9 @@
 which fields hold the problem, gold and reference solution, the instruction the published
 numbers used, and how answers are graded), and one loader for all of them.
 
-GSM8K, MATH-500, AIME 2024/2025, AMC 2023 and Minerva math ship in ``eval/data/`` and load
-offline; their hub copies stay reachable with ``--data`` or the hub loader. DAPO-Math is a
-held-out split carved from the hub dataset; ``arith`` is generated from a seed.
+GSM8K, MATH-500, AIME 2024/2025, AMC 2023, Minerva math and DAPO-Math (a held-out split and
+training rows) ship in ``eval/data/`` and load offline; their hub copies stay reachable with
+``--data`` or the hub loader. ``arith`` is generated from a seed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 DAPO_HUB = ("open-r1/DAPO-Math-17k-Processed", "en")
 GSM8K_HUB = ("openai/gsm8k", "main")
 DATA = Path(__file__).parent / "data"
+NEAR_DUPLICATE = 0.8  # the share of words two DAPO-Math questions share when one rewords the other
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -113,40 +114,109 @@ def normalize_question(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def dapo_split(rows: list[dict], heldout: int = 500, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
-    """THE split of DAPO-Math into (train, held-out). Training data loading calls this
-    same function and keeps only the first part, so evaluation is never contaminated.
+def question_words(text: str) -> frozenset[str]:
+    """The words and numbers of a question, for telling paraphrases apart from other problems."""
+    return frozenset(re.findall(r"[a-z0-9]+", text.lower()))
 
-    Rows are de-duplicated by normalised question; questions whose copies disagree
-    on the answer are dropped from both parts. The held-out problems are a seeded
-    sample of the unique questions, chosen by a hash so they do not depend on row order.
+
+def near_duplicate(a: frozenset[str], b: frozenset[str], threshold: float = NEAR_DUPLICATE) -> bool:
+    """Two questions that share at least ``threshold`` of their words (Jaccard): the same problem
+    reworded, as DAPO-Math has ("Find the number of ..." and "Find how many ...").
+
+    >>> start = "Call a fraction special if its numerator and denominator are positive and sum to 15. "
+    >>> a = question_words(start + "Find the number of distinct integers that are the sum of two special fractions.")
+    >>> near_duplicate(a, question_words(start + "Find how many distinct integers are the sum of two special fractions."))
+    True
+    >>> near_duplicate(a, question_words(start + "Find the product of all special fractions."))
+    False
     """
-    _require(rows, ("prompt", "solution"), "DAPO-Math")
+    if not a or not b or min(len(a), len(b)) < threshold * max(len(a), len(b)):
+        return False
+    return len(a & b) >= threshold * len(a | b)
+
+
+def repair_form_feed(text: str) -> str:
+    r"""Some DAPO-Math prompts were written with ``\frac`` escaped once too few times, so JSON read
+    its ``\f`` as a form feed ("in the form <form feed>rac{m}{n}"); no problem means a form feed.
+
+    >>> repair_form_feed("in the form \x0crac{m}{n}")
+    'in the form \\frac{m}{n}'
+    """
+    return text.replace("\f", "\\f")
+
+
+def dapo_unique(rows: list[dict], source: str) -> list[Problem]:
+    """DAPO-Math rows (``prompt``, ``solution``) as problems, one per normalised question;
+    questions whose copies disagree on the answer are dropped (the hub copy has some)."""
+    _check_rows(rows, {"prompt": (str,), "solution": (str, int, float)}, source)
     answers: dict[str, set[str]] = {}
     first: dict[str, dict] = {}
     for row in rows:
-        key = normalize_question(row["prompt"])
+        question = repair_form_feed(row["prompt"])
+        key = normalize_question(question)
         answers.setdefault(key, set()).add(str(row["solution"]).strip())
-        first.setdefault(key, row)
-    keys = sorted(k for k, a in answers.items() if len(a) == 1)
-
-    def rank(key: str) -> str:
-        return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-
-    held = set(sorted(keys, key=rank)[:heldout])
-    train, test = [], []
-    for key in keys:
-        row = first[key]
-        problem = Problem("dapo-" + rank(key)[:12], row["prompt"], str(row["solution"]).strip())
-        (test if key in held else train).append(problem)
-    return train, test
+        first.setdefault(key, {**row, "prompt": question})
+    return [Problem(str(first[k].get("id") or dapo_id(first[k]["prompt"])), first[k]["prompt"],
+                    str(first[k]["solution"]).strip()) for k in first if len(answers[k]) == 1]
 
 
-def load_dapo(path: str | Path | None = None, part: str = "heldout", heldout: int = 500, seed: int = 0) -> list[Problem]:
-    rows = read_rows(path) if path else _hub_rows(*DAPO_HUB, "train")
-    _check_rows(rows, {"prompt": (str,), "solution": (str, int, float)}, str(path or DAPO_HUB[0]))
-    train, test = dapo_split(rows, heldout=heldout, seed=seed)
-    return test if part == "heldout" else train
+def dapo_id(question: str) -> str:
+    return "dapo-" + hashlib.sha256(normalize_question(question).encode()).hexdigest()[:12]
+
+
+def dapo_split(problems: list[Problem], heldout: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+    """(train, held-out) of de-duplicated problems: the ``heldout`` whose seeded hash ranks lowest,
+    whatever the row order, no two of them near-duplicates, and every near-duplicate of a held-out
+    problem kept out of training.
+    This is how the shipped split (``eval/data/dapo-math``) was carved; a test checks it still is.
+
+    >>> ps = [Problem(f"p{i}", f"Compute {i} plus {i} and then add {i + 1}.", str(3 * i + 1)) for i in range(8)]
+    >>> train, held = dapo_split(ps, 3)
+    >>> len(held), len(train), sorted(p.id for p in held) == sorted(p.id for p in dapo_split(ps[::-1], 3)[1])
+    (3, 5, True)
+    """
+    def rank(p: Problem) -> str:
+        return hashlib.sha256(f"{seed}:{normalize_question(p.question)}".encode()).hexdigest()
+
+    held: list[Problem] = []
+    held_words: list[frozenset[str]] = []
+    for p in sorted(problems, key=rank):
+        if len(held) == heldout:
+            break
+        words = question_words(p.question)
+        if not any(near_duplicate(words, w) for w in held_words):  # a reworded copy would count twice
+            held.append(p)
+            held_words.append(words)
+    return dapo_training(problems, held), held
+
+
+def dapo_training(problems: list[Problem], heldout: list[Problem]) -> list[Problem]:
+    """THE training problems of DAPO-Math, from any copy (the shipped rows, the hub's, a file):
+    every held-out problem is left out, and so is every near-duplicate of one."""
+    held = {normalize_question(p.question) for p in heldout}
+    held_words = [question_words(p.question) for p in heldout]
+    return [p for p in problems if normalize_question(p.question) not in held
+            and not any(near_duplicate(question_words(p.question), w) for w in held_words)]
+
+
+def load_dapo(path: str | Path | None = None, part: str = "heldout", hub: bool = False) -> list[Problem]:
+    """DAPO-Math: the held-out split that ships with aha (``path``: your own held-out file), or the
+    training problems: the shipped rows, the hub's 14,116 (``hub``) or ``path``, always without
+    the shipped held-out problems and their near-duplicates."""
+    task = TASKS["dapo-math"]
+    if part == "heldout":
+        if hub and not path:
+            raise InputError("dapo-math: the hub copy has no held-out split; the held-out problems ship with aha "
+                             f"(eval/data/{task.file}), and training rows read from the hub leave them out")
+        source = Path(path) if path else DATA / task.file
+        return _rows_problems(task, read_rows(source), str(source))
+    if path:
+        rows, source = read_rows(path), str(path)
+    elif hub:
+        rows, source = _hub_rows(*DAPO_HUB, "train"), DAPO_HUB[0]
+    else:
+        rows, source = read_rows(DATA / task.train_file), str(DATA / task.train_file)
+    return dapo_training(dapo_unique(rows, source), load_dapo(part="heldout"))
 
 
 # ----- Arithmetic (built in, no download) -----------------------------------------------------
@@ -213,6 +283,7 @@ class Task:
     name: str
     source: str  # what the data is, and where it came from (docs/SOURCES.md has the full entry)
     file: str | None = None  # shipped under eval/data/: loads offline
+    train_file: str | None = None  # training rows shipped under eval/data/ (the hub has the full set)
     hub: tuple[str, str | None, str] | None = None  # (dataset, config, split) on the Hugging Face Hub
     question: str = "problem"
     answer: str = "answer"
@@ -240,8 +311,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          id="id", size=40, **_MATH),
     Task("minerva", "Minerva math: MIT OpenCourseWare problems (Lewkowycz et al. 2022; CC BY-NC-SA 4.0)",
          file="minerva/test.jsonl", answer="boxed:solution", solution="solution", id="idx", size=272, **_MATH),
-    Task("dapo-math", "the held-out split of open-r1/DAPO-Math-17k-Processed (en), carved by dapo_split",
-         hub=(*DAPO_HUB, "train"), loader="dapo"),
+    Task("dapo-math", "DAPO-Math-17k (Yu et al. 2025; Apache-2.0), English problems: a held-out split shipped "
+         "with aha, training rows shipped and on the hub (open-r1/DAPO-Math-17k-Processed, en)",
+         file="dapo-math/heldout.jsonl", train_file="dapo-math/train.jsonl", hub=(*DAPO_HUB, "train"),
+         question="prompt", answer="solution", id="id", size=200, loader="dapo"),
     Task("arith", "arithmetic word problems generated from a seed (aha's own)", generated=True, loader="arith"),
 )}
 GENERATED_TASKS = tuple(name for name, t in TASKS.items() if t.generated)  # replicates move their seed
@@ -272,12 +345,12 @@ def _rows_problems(task: Task, rows: list[dict], source: str) -> list[Problem]:
 
 
 def load_task(name: str, path: str | Path | None = None, limit: int | None = None, seed: int = 0,
-              split: str = "test", level: int = 1, n: int = 200, heldout: int = 500, hub: bool = False) -> list[Problem]:
+              split: str = "test", level: int = 1, n: int = 200, hub: bool = False) -> list[Problem]:
     """Problems of a task by name: from ``path`` when given, else the shipped file (offline),
     else (or with ``hub``) the Hugging Face Hub. ``limit`` keeps the first N (a fixed order).
 
-    >>> [len(load_task(t)) for t in ("math500", "aime24", "aime25", "amc23", "minerva")]
-    [500, 30, 30, 40, 272]
+    >>> [len(load_task(t)) for t in ("math500", "aime24", "aime25", "amc23", "minerva", "dapo-math")]
+    [500, 30, 30, 40, 272, 200]
     """
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
@@ -285,7 +358,7 @@ def load_task(name: str, path: str | Path | None = None, limit: int | None = Non
     if task.loader == "gsm8k":
         problems = load_gsm8k(path or (DATA / task.file if split == "test" and not hub else None), split)
     elif task.loader == "dapo":
-        problems = load_dapo(path, "heldout" if split == "test" else "train", heldout=heldout, seed=seed)
+        problems = load_dapo(path, "heldout" if split == "test" else "train", hub=hub)
     elif task.loader == "arith":
         problems = make_arith(n, level=level, seed=seed)
     elif path or (task.file and not hub):

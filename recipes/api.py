@@ -90,7 +90,7 @@ class RunResult:
                    report=report if report.is_file() else None, results=results)
 
     def _repr_markdown_(self) -> str:
-        from .stages.report import result_tables
+        from .stages.evidence import result_tables
 
         lines = [f"**Run** `{self.run_dir}`: {' -> '.join(self.stages) or 'nothing done yet'}"]
         lines += result_tables(self.results)

@@ -68,16 +68,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
 
+    from .config.machine import resolve_dtype
     from .config.schema import ModelConfig
     from .config.validate import check_model_exists
-    from .training.models import resolve_dtype
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
     check_out_folder(args.out)
-    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub,
-                         heldout=args.heldout)
+    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
@@ -202,8 +201,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .api import load_recipe, run
+    from .config.machine import is_main
     from .config.trl_args import global_batch_line
-    from .launch.distributed import is_main
     from .stages.table import REPORT, plan
 
     if not args.launch and (args.config or args.num_processes):
@@ -221,8 +220,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.launch:
         return _launch(args, recipe, out)
     if args.dry_run:
+        from .training.data import data_sources
+
         batch = f"; {global_batch_line(recipe, 1)}" if recipe.grpo.enabled else ""
         print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}{batch}")
+        print("data: " + "; ".join(data_sources(recipe)))
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
     if is_main():
@@ -234,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_seeds(args: argparse.Namespace) -> int:
     """``--seeds N``: the whole recipe N times with every seed moved, then pooled."""
     from .api import find_recipe, load_recipe
-    from .stages.seeds import parse_replicates, reseed, run_seeds
+    from .seeds import parse_replicates, reseed, run_seeds
 
     if args.launch:
         raise UsageError("--seeds runs replicates one after another in this process; without --launch")
@@ -381,14 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapter", action="append", help="LoRA adapter folder (repeat for several with vllm)")
     ev.add_argument("--gguf-file", help="GGUF file name inside --model (hf backend)")
     ev.add_argument("--task", required=True, choices=list(TASKS),
-                    help="gsm8k, math500, aime24, aime25, amc23, minerva (shipped: offline), dapo-math (hub), arith")
+                    help="gsm8k, math500, aime24, aime25, amc23, minerva, dapo-math (shipped: offline), arith (generated)")
     ev.add_argument("--data", help="local jsonl/parquet in the task's schema (default: the shipped file, else the hub)")
     ev.add_argument("--hub", action="store_true", help="read the task from the Hugging Face Hub, not the shipped file")
     ev.add_argument("--format", default="unsloth")
     ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     ev.add_argument("--limit", type=_positive_int)
     ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
-    ev.add_argument("--heldout", type=_positive_int, default=500, help="dapo-math: the held-out split's size")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     ev.add_argument("--top-p", type=float, default=1.0)

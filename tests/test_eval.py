@@ -25,20 +25,30 @@ def test_gsm8k_local_file(tmp_path):
 
 
 def _dapo_rows():
-    rows = [{"prompt": f"Problem {i}: compute {i} + {i}.", "solution": str(2 * i)} for i in range(60)]
-    rows += [{"prompt": "PROBLEM 3:  compute 3 + 3.", "solution": "6"}]  # duplicate after normalising
+    import random
+
+    words = ("apple pear circle square prime digit sum product triangle chord radius angle grid coin dice path "
+             "tower river clock sequence").split()
+    rows = [{"prompt": f"Problem {i}: " + " ".join(random.Random(i).sample(words, 10)) + ", what do they cost?",
+             "solution": str(i * (i + 3))} for i in range(60)]
+    rows += [{"prompt": rows[3]["prompt"].upper().replace(" ", "  "), "solution": rows[3]["solution"]}]
     rows += [{"prompt": "Conflict: what is x?", "solution": "1"}, {"prompt": "conflict: what is  x?", "solution": "2"}]
     return rows
 
 
 def test_dapo_split_is_clean_and_shared_with_training():
-    train, held = dapo_split(_dapo_rows(), heldout=10, seed=0)
-    assert len(held) == 10 and len(train) == 50  # 60 unique questions; the conflicting pair is dropped
+    from aha.eval.tasks import dapo_training, dapo_unique
+
+    problems = dapo_unique(_dapo_rows(), "rows")
+    assert len(problems) == 60  # the case/space duplicate folded, the conflicting pair dropped
+    train, held = dapo_split(problems, heldout=10, seed=0)
+    assert len(held) == 10 and len(train) == 50
     assert not {p.question.lower() for p in train} & {p.question.lower() for p in held}
-    assert all("onflict" not in p.question for p in train + held)
-    again_train, again_held = dapo_split(list(reversed(_dapo_rows())), heldout=10, seed=0)
-    assert [p.id for p in again_held] == sorted([p.id for p in held], key=[p.id for p in again_held].index)
+    again_train, again_held = dapo_split(dapo_unique(list(reversed(_dapo_rows())), "rows"), heldout=10, seed=0)
     assert {p.id for p in again_held} == {p.id for p in held}  # row order does not change the split
+    # A reworded copy of a held-out problem never reaches training, from any copy of the data.
+    reworded = held[0].question.replace("what do they cost?", "what do they all cost?")
+    assert len(dapo_training(dapo_unique(_dapo_rows() + [{"prompt": reworded, "solution": "1"}], "rows"), held)) == 50
 
 
 def test_arith_is_seeded_and_exact():

@@ -13,7 +13,7 @@ from aha.recipes.config.schema import RecipeError
 from aha.recipes.stages.preflight import (
     advantage_shares, analyse, check_verdicts, layer_kind, prompts_needed, score_group, selected_rows, verdicts,
 )
-from aha.recipes.stages.report import moving_average, reward_curves
+from aha.recipes.stages.evidence import moving_average, reward_curves
 from aha.recipes.training.trainers import PassRateLogged, RewardWatch
 from aha.rewards import get_reward
 

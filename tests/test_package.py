@@ -81,3 +81,71 @@ def test_nothing_points_outside_the_repo():
         text = path.read_text(encoding="utf-8", errors="replace")
         offenders += [f"{name}: {m.group(0)}" for m in outside.finditer(text)]
     assert offenders == [], offenders
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every module of the installed ``aha`` -> the modules of ``aha`` it imports, wherever the
+    import stands (top level, inside a function, under TYPE_CHECKING); ``from .x import y``
+    points at module ``x.y`` when that is a module, else at ``x``."""
+    import ast
+    import importlib
+    import pathlib
+
+    root = pathlib.Path(importlib.import_module("aha.recipes").__file__).parents[1]
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        package = parts[-1] == "__init__"
+        modules[".".join(parts[:-1] if package else parts)] = (path, package)
+    graph = {}
+    for name, (path, package) in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                here = name.split(".") if package else name.split(".")[:-1]
+                base = ".".join(here[:len(here) - node.level + 1] + [node.module or ""]).strip(".") if node.level \
+                    else node.module
+                targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    """No module of aha imports, directly or through others, a module that imports it back."""
+    graph = _import_graph()
+    cycles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+RECIPES_LAYERS = ("config", "training", "launch", "stages", "api", "cli")  # each imports only those before it
+
+
+def _recipes_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["aha", "recipes"]:
+        return None
+    name = parts[2] if len(parts) > 2 else "api"  # the package's own __init__ is the API's front door
+    return RECIPES_LAYERS.index("api" if name == "seeds" else name)  # seeds runs whole recipes through the API
+
+
+def test_recipes_layers_point_one_way():
+    """Inside recipes/: config <- training <- launch <- stages <- api (and seeds) <- cli."""
+    climbs = [f"{module} -> {target}" for module, targets in _import_graph().items() for target in targets
+              if _recipes_layer(module) is not None and _recipes_layer(target) is not None
+              and _recipes_layer(target) > _recipes_layer(module)]
+    assert climbs == [], climbs

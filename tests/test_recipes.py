@@ -85,6 +85,20 @@ def test_bad_recipe_files(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_the_dapo_recipe_dry_runs_offline_on_the_shipped_data(capsys):
+    """qwen3-4b-dapo's data is shipped: offline, its dry run (with a local model in place of the
+    hub's Qwen3-4B and the hf backend this CPU machine has) names where each stage's problems
+    come from, with their counts; the full hub set is one value away."""
+    args = ["run", "qwen3-4b-dapo", "--dry-run", "--set", "model.name=builtin:tiny-qwen3", "--set", "model.backend=hf",
+            "--set", "export.gguf=null"]
+    assert main(args) == 0
+    data = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "grpo: dapo-math, shipped (96 problems; data.hub: true reads open-r1/DAPO-Math-17k-Processed)" in data
+    assert "eval: dapo-math (200 problems), math500 (500 problems)" in data
+    assert main(args + ["--set", "data.task=arith", "--set", "data.hub=true", "--set", "sft.task=arith"]) == 2
+    assert "data.hub: arith is generated" in capsys.readouterr().err
+
+
 def test_dry_run_prints_the_plan(capsys):
     assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0  # a shipped recipe by name
     out = capsys.readouterr().out
@@ -231,6 +245,11 @@ def test_smoke_recipe_end_to_end(tmp_path):
     measured = verification["artifacts"]["merged"]  # the adapter's
     assert own["strict accuracy of this merged, first 8 problems (verify-export)"] == round(measured["strict_export"], 4)
     assert "These weights, measured as shipped" in merged_card.text
+    # The export-parity benchmark on this run (the demo model's figures are in the README): float32 merged weights
+    # answer as the float32 adapter does, text for text.
+    bench = subprocess.run([sys.executable, str(RECIPES.parent / "benchmarks" / "export_parity.py"), str(out),
+                            "--problems", "8"], capture_output=True, text=True, check=True)
+    assert "| merged, saved at float32 | 8 / 8 | 8 / 8 |" in bench.stdout and "merged, saved at bfloat16" in bench.stdout
 
     # Re-running the finished run does nothing; running a changed recipe into it is refused.
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
@@ -260,6 +279,36 @@ def test_an_export_that_does_not_behave_like_the_adapter_is_refused(tmp_path, ti
     assert not json.loads((out / "export" / "verification.json").read_text())["passed"]
     assert main(args) == 0  # exported again, from the trained adapter: verified
     assert json.loads((out / "export" / "verification.json").read_text())["passed"]
+
+
+def test_a_merge_that_answers_12_of_50_problems_differently_is_refused():
+    """The main job's case before merges were saved at the evaluated precision: bfloat16 merged
+    weights of a float32 run, 38 of 50 answers the same text and 48 the same verdict. The
+    default thresholds refuse it, saying why; a 16-bit run's 16-bit merge with the same
+    answers passes on its verdicts. Either way every differing text is listed with where it
+    parts from the evaluated answer."""
+    from aha.recipes.config.schema import ExportConfig
+    from aha.recipes.stages.verify import compare_answers, judge, precision_class, thresholds
+
+    def row(text, right):
+        return {"samples": [{"text": text, "strict": right}]}
+
+    ids = [f"p{i}" for i in range(50)]
+    reference = {i: row(f"Compute: {n} + {n} = {2 * n}.", n % 3 == 0) for n, i in enumerate(ids)}
+    exported = dict(reference)
+    for n, i in enumerate(ids[:12]):  # 12 texts part after "Compute: "; the first two also change the verdict
+        exported[i] = row(f"Compute: {n} x 2 = {2 * n}.", (n % 3 == 0) != (n < 2))
+    result = compare_answers(reference, exported, ids)
+    assert (result["identical_texts"], result["same_verdicts"]) == (38, 48)
+    assert [(d["shared_chars"], d["export"][:1]) for d in result["differences"]] == [(len(f"Compute: {n} "), "x")
+                                                                                     for n in range(12)]
+    assert sum(not d["same_verdict"] for d in result["differences"]) == 2
+    needs = thresholds(ExportConfig())
+    kind, reason = precision_class("merged", "bfloat16", "float32")
+    failure = judge("merged", dict(result), kind, reason, needs[kind])
+    assert failure and "identical texts on 38 of 50 problems (needs 96%)" in failure and "saved at bfloat16" in failure
+    kind, reason = precision_class("merged", "bfloat16", "bfloat16")
+    assert (kind, judge("merged", dict(result), kind, reason, needs[kind])) == ("rounded", None)
 
 
 def test_stop_after_then_continue(tmp_path, capsys):
@@ -392,9 +441,9 @@ def test_vllm_versions_are_checked_when_the_recipe_is(monkeypatch):
     """use_vllm on a CPU with versions the weight-sync fix was not verified with is refused
     at validation, not when GRPO starts after evaluation and SFT."""
     pytest.importorskip("vllm")
-    from aha.recipes.training import vllm_sync
+    from aha.recipes.config import machine
 
     assert load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["model.use_vllm=true"]).model.use_vllm
-    monkeypatch.setitem(vllm_sync.VERIFIED, "vllm", ("9.99",))
+    monkeypatch.setitem(machine.CPU_SYNC_VERIFIED, "vllm", ("9.99",))
     with pytest.raises(RecipeError, match=r"model.use_vllm on a CPU is verified only with .*found vllm 0\.32"):
         load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["model.use_vllm=true"])

@@ -4,6 +4,7 @@ problem's answer grades right against another problem's gold."""
 
 import json
 import random
+import re
 
 import pytest
 
@@ -92,3 +93,60 @@ def test_eval_on_aime24_writes_avg_at_k_and_its_interval(tmp_path, monkeypatch):
     assert json.loads((out / "greedy" / "summary.json").read_text())["config"]["sampling"]["temperature"] == 0.0
     assert main(args) == 0  # resumes: nothing to do
     assert main(args[:-2] + ["--format", "unsloth", "--out", str(out)]) == 2  # another prompt: refused
+
+
+# ----- DAPO-Math, shipped ---------------------------------------------------------------------------------------
+def test_dapo_math_ships_a_clean_split_that_loads_offline():
+    """The held-out split and the training rows load offline, never share a problem (nor a
+    reworded one), and the held-out problems are the ones ``dapo_split`` picks from them all."""
+    from aha.eval.tasks import dapo_split, near_duplicate, normalize_question, question_words
+
+    held, train = load_task("dapo-math"), load_task("dapo-math", split="train")
+    assert (len(held), len(train)) == (200, 96)
+    assert not {normalize_question(p.question) for p in held} & {normalize_question(p.question) for p in train}
+    assert not any(near_duplicate(question_words(a.question), question_words(b.question)) for a in held for b in train)
+    assert {p.id for p in dapo_split(held + train, 200)[1]} == {p.id for p in held}
+    assert all(re.fullmatch(r"-?\d+", p.answer) for p in held + train)  # DAPO's answers are integers
+    assert not any(re.search(r"[\u4e00-\u9fff]", p.question) for p in held + train)  # the English problems
+
+
+def test_dapo_math_golds_grade_right_in_every_format():
+    for p in load_task("dapo-math") + load_task("dapo-math", split="train"):
+        for name in ("dapo", "unsloth", "boxed"):
+            fmt = get_format(name)
+            assert grade(fmt.render_completion("Work.", p.answer), p.answer, fmt, grader=p.grader)["strict"], (name, p.id)
+        assert not grade(get_format("dapo").render_completion("Work.", str(int(p.answer) + 1)), p.answer, "dapo")["strict"]
+
+
+def _verl_on_shipped():
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "dapo_shipped_verl.json").read_text(encoding="utf-8"))["score"]
+
+
+def test_faithful_dapo_reward_equals_verl_on_the_shipped_golds():
+    """verl's own grader's outputs on 1,184 completions written for the shipped golds (four
+    variants each: the answer line plain, boxed, in words, with units, too early, wrong)."""
+    from aha.rewards import check_dapo_answer
+
+    table = _verl_on_shipped()
+    golds = {p.answer for p in load_task("dapo-math") + load_task("dapo-math", split="train")}
+    assert len(table) == 4 * 296 and {gold for _, gold, _ in table} == golds
+    texts, answers, expected = zip(*table)
+    assert check_dapo_answer(list(texts), answer=list(answers), mode="faithful") == list(expected)
+
+
+def test_dapo_training_rows_from_another_copy_leave_the_held_out_problems_out(tmp_path, capsys):
+    """Training rows read from a copy of the full set (a file here, the hub for users) lose every
+    held-out problem, reworded ones too, and questions whose copies disagree on the answer."""
+    held = load_task("dapo-math")
+    rows = [{"prompt": p.question, "solution": p.answer} for p in held[:5]]
+    rows += [{"prompt": held[5].question.replace(".", ". ", 1) + " Answer as an integer.", "solution": held[5].answer}]
+    rows += [{"prompt": "A new problem: how many primes are below 30?", "solution": "10"},
+             {"prompt": "Conflict: what is x?", "solution": "1"}, {"prompt": "conflict: what is x?", "solution": "2"}]
+    path = tmp_path / "dapo.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert [p.question for p in load_task("dapo-math", path=path, split="train")] == [
+        "A new problem: how many primes are below 30?"]
+    assert main(["eval", "--model", "x/y", "--task", "dapo-math", "--hub", "--out", str(tmp_path / "o")]) == 2
+    assert "the hub copy has no held-out split" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def machine() -> dict:
 
     import torch
 
-    from aha.recipes.training.models import resolve_dtype
+    from aha.recipes.config.machine import resolve_dtype
 
     packages = {}
     for name in ("aha-recipes", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify",

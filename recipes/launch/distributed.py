@@ -12,25 +12,13 @@ waiting for a barrier that never comes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ..config.machine import is_main, world_size
+
 T = TypeVar("T")
-
-
-def world_size() -> int:
-    """Processes in this launch (1 when not launched by accelerate or torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
 
 
 def _state() -> Any:

@@ -304,10 +304,6 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
 
 
 # Every finding the preflight can report, by code (what grpo.preflight_accept may name).
-VERDICT_CODES = ("truncated", "truncated-loops", "format-constant", "flat", "no-learnable", "answer-drowned",
-                 "few-learnable", "headroom")
-
-
 def accept(found: list[dict[str, str]], accepted: dict[str, str]) -> list[dict[str, str]]:
     """Findings the recipe accepts knowingly (``grpo.preflight_accept``: code -> the reason,
     written in the recipe) are reported as accepted, with that reason, and stop nothing.

@@ -17,7 +17,7 @@ from aha.eval.tasks import TASKS
 from ..config.schema import Recipe
 from ..training.export import push_folder
 from .evaluate import SAMPLED_SUFFIX
-from .report import reward_curves
+from .evidence import result_tables, reward_curves, verification_text
 from .results import RunResults, read_results
 from .runner import Context
 from .table import EVAL_AFTER, EVAL_BEFORE, EXPORT, plan
@@ -96,8 +96,6 @@ def _datasets(recipe: Recipe) -> list[str]:
 
 def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str) -> str:
     """The card's body: what was done, the evidence, how to reproduce and load it."""
-    from .report import result_tables
-
     stages = plan(recipe)
     rewards = ", ".join(f"`{r.name}` x {r.weight:g}" for r in recipe.grpo.rewards)
     g, s = recipe.grpo.args, recipe.sft.args
@@ -150,15 +148,6 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
               f"{recipe.format}` shows them).", "", "## Versions", "", "```",
               yaml.safe_dump(versions, sort_keys=False).strip(), "```"]
     return "\n".join(lines) + "\n"
-
-
-def verification_text(v: dict[str, Any]) -> str:
-    parts = [f"export/{name}: {r['identical_texts']} of {r['problems']} answers the same text as the evaluated "
-             f"adapter's, {r['same_verdicts']} the same verdict (strict {r['strict_export']:.1%} vs "
-             f"{r['strict_adapter']:.1%})" + (f"; where texts part: {r['reason']}" if r.get("differences") else "")
-             for name, r in v["artifacts"].items()]
-    return (f"Loaded as a user loads them, in a fresh process, on the first problems of `{v['task']}` at "
-            f"{v['dtype']}: " + "; ".join(parts) + ".")
 
 
 def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str) -> Path:

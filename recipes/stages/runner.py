@@ -24,9 +24,10 @@ import yaml
 from aha.eval.files import FolderLock, write_json
 from aha.formats import Format, get_format
 
+from ..config.machine import is_main, rank, world_size
 from ..config.schema import Recipe, RecipeError, resolve_path
 from ..config.trl_args import global_batch_line
-from ..launch.distributed import is_main, on_main, rank, world_size
+from ..launch.distributed import on_main
 from .results import STATE_FILE, read_state
 from .table import BY_NAME, REPORT, STAGES, Stage, first_reader, plan
 

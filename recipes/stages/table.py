@@ -11,14 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config.schema import Recipe
 
-if TYPE_CHECKING:
-    from .runner import Context
-
-StageFn = Callable[["Context"], "dict[str, Any]"]  # returns what state.json records
+StageFn = Callable[[Any], "dict[str, Any]"]  # takes the runner's Context; returns what state.json records
 
 
 def _always(recipe: Recipe) -> bool:

@@ -19,15 +19,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aha.eval.files import write_json
 from aha.eval.runner import SAMPLES_FILE, read_done
 
-from ..config.schema import RecipeError, resolve_path
+from ..config.machine import resolve_dtype
+from ..config.schema import ExportConfig, RecipeError, resolve_path
 from ..training.data import eval_problems
-from ..training.models import resolve_dtype
 from .runner import Context
 from .table import EVAL_AFTER, EXPORT
 
@@ -43,7 +44,7 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
     recipe, task = ctx.recipe, ctx.recipe.eval.tasks[0]
     command = ["eval", "--model", model, "--task", task.task,
                "--format", resolve_path(recipe.format, ctx.run.recipe_dir), "--limit", str(limit), "--seed",
-               str(task.seed), "--level", str(task.level), "--heldout", str(task.heldout), "--max-new-tokens",
+               str(task.seed), "--level", str(task.level), "--max-new-tokens",
                str(recipe.eval.max_new_tokens), "--batch-size", str(recipe.eval.batch_size), "--dtype",
                resolve_dtype(recipe.model.dtype), "--backend", "hf", "--out", str(out)]
     if task.path:
@@ -63,7 +64,8 @@ def _fresh_evals(commands: dict[str, list[str]]) -> None:
     is most of a short evaluation's time); each command loads its model from disk, as it does
     when a user types it."""
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARIABLES and not k.startswith("ACCELERATE_")}
-    program = "import sys; from aha.recipes.stages.verify import run_commands; sys.exit(run_commands(sys.argv[1]))"
+    program = ("import sys; from aha.recipes.cli import main; from aha.recipes.stages.verify import run_commands; "
+               "sys.exit(run_commands(sys.argv[1], main))")
     done = subprocess.run([sys.executable, "-c", program, json.dumps(commands)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -73,11 +75,10 @@ def _fresh_evals(commands: dict[str, list[str]]) -> None:
                           f"{(lines or ['(no message)'])[-1]}")
 
 
-def run_commands(commands_json: str) -> int:
-    """In the fresh process: each command through ``aha``'s own entry point, in order; the
-    first that fails ends it (its message last on stderr, after the name of what it evaluated)."""
-    from ..cli import main
-
+def run_commands(commands_json: str, main: Callable[[list[str]], int]) -> int:
+    """In the fresh process: each command through ``aha``'s own entry point (``main``, which the
+    process hands in), in order; the first that fails ends it (its message last on stderr, after
+    the name of what it evaluated)."""
     for what, argv in json.loads(commands_json).items():
         print(_STARTED + what, file=sys.stderr, flush=True)
         code = main(argv)
@@ -87,26 +88,29 @@ def run_commands(commands_json: str) -> int:
 
 
 def precision_class(kind: str, saved: str | None, evaluated: str) -> tuple[str, str]:
-    """(class, the reason its texts may differ from the evaluated adapter's) for an export of
-    ``kind`` whose weights were saved at ``saved`` (None: not known), when the run evaluated at
-    ``evaluated``. The class picks the thresholds: ``same``, ``rounded`` or ``quantised``.
+    """(class, why its texts may part from the evaluated adapter's) for an export of ``kind``
+    whose weights were saved at ``saved`` (None: not said), the run having evaluated at
+    ``evaluated``. The class picks the thresholds: ``same`` (the evaluated arithmetic: texts must
+    match), ``rounded`` (16-bit merged weights of a 16-bit run: verdicts must match) or
+    ``quantised`` (GGUF). Weights saved below the precision that was measured are held to
+    ``same``: they are not the model the report measured.
 
     >>> precision_class("merged", "float32", "float32")[0], precision_class("merged", "bfloat16", "bfloat16")[0]
     ('same', 'rounded')
-    >>> precision_class("merged", "bfloat16", "float32")[1]
-    'saved at bfloat16 while the run evaluated at float32: every weight rounded below the precision that was measured'
+    >>> precision_class("merged", "bfloat16", "float32")
+    ('same', 'saved at bfloat16 while the run evaluated at float32: every weight rounded below the precision that was measured')
     """
     if kind == "adapter":
         return "same", "the evaluated weights at the evaluated precision; only other batches (padding) can flip a near-tie"
     if kind == "gguf":
         return "quantised", "GGUF weights are quantised"
-    if saved and saved != evaluated and _BITS.get(saved, 32) < _BITS.get(evaluated, 32):
-        return "rounded", (f"saved at {saved} while the run evaluated at {evaluated}: every weight rounded below the "
-                           "precision that was measured")
+    if saved and _BITS.get(saved, 32) < _BITS.get(evaluated, 32):
+        return "same", (f"saved at {saved} while the run evaluated at {evaluated}: every weight rounded below the "
+                        "precision that was measured")
     if (saved or evaluated) == "float32":
         return "same", "merged at float32: (W + s*BA)x and Wx + s*B(Ax) agree to about 1e-6; only a near-tie can flip"
     return "rounded", (f"merged at {saved or evaluated}: the merged sum W + s*BA is rounded to 16 bits once, where the "
-                       "evaluated adapter computes Wx + s*B(Ax)")
+                       "evaluated adapter computes Wx + s*B(Ax); over long answers a flipped near-tie changes the rest")
 
 
 _BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
@@ -147,6 +151,32 @@ def compare_answers(reference: dict[str, dict], exported: dict[str, dict], ids: 
             "strict_export": sum(b["strict"] for _, _, b in pairs) / len(pairs), "differences": differences}
 
 
+def thresholds(x: ExportConfig) -> dict[str, dict[str, float]]:
+    """Each precision class's shares (of the verified problems) that must match, from the recipe."""
+    return {"same": {"identical_texts": x.verify_min_identical},
+            "rounded": {"identical_texts": x.verify_min_identical_rounded, "same_verdicts": x.verify_min_same_verdicts},
+            "quantised": {"identical_texts": x.verify_min_identical_quantised,
+                          "same_verdicts": x.verify_min_same_verdicts_quantised}}
+
+
+def judge(name: str, result: dict[str, Any], kind: str, reason: str, needed: dict[str, float]) -> str | None:
+    """Record the verdict on one export in ``result``; the failure line, or None when it passed.
+
+    >>> r = {"problems": 50, "identical_texts": 38, "same_verdicts": 48}
+    >>> judge("merged", dict(r), *precision_class("merged", "bfloat16", "float32"), {"identical_texts": 0.96})[:94]
+    'export/merged does not behave like the adapter that was evaluated: identical texts on 38 of 50'
+    >>> judge("merged", dict(r), "rounded", "16-bit", {"identical_texts": 0.5, "same_verdicts": 0.96}) is None
+    True
+    """
+    short = [m for m, share in needed.items() if result[m] < share * result["problems"]]
+    result.update(precision=kind, reason=reason, needed=needed, passed=not short)
+    if not short:
+        return None
+    return (f"export/{name} does not behave like the adapter that was evaluated: "
+            + ", ".join(f"{m.replace('_', ' ')} on {result[m]} of {result['problems']} problems (needs {needed[m]:.0%})"
+                        for m in short) + f"; {reason}")
+
+
 def verify_export_stage(ctx: Context) -> dict[str, Any]:
     recipe, run = ctx.recipe, ctx.run
     exports = run.state["stages"][EXPORT.name]
@@ -155,11 +185,7 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     ids = [p.id for p in problems[:limit]]
     reference = read_done(run.path(EVAL_AFTER.name, key, SAMPLES_FILE))
     base = str(run.path("base")) if run.path("base", "config.json").is_file() else recipe.model.name
-    x, evaluated = recipe.export, resolve_dtype(recipe.model.dtype)
-    needs = {"same": {"identical_texts": x.verify_min_identical},
-             "rounded": {"identical_texts": x.verify_min_identical_rounded, "same_verdicts": x.verify_min_same_verdicts},
-             "quantised": {"identical_texts": x.verify_min_identical_quantised,
-                           "same_verdicts": x.verify_min_same_verdicts_quantised}}
+    evaluated, needs = resolve_dtype(recipe.model.dtype), thresholds(recipe.export)
     artifacts = [("adapter", base, exports["adapter"], None, precision_class("adapter", None, evaluated))]
     if exports.get("merged"):
         saved = saved_dtype(exports["merged"])
@@ -174,17 +200,13 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
                   for name, model, adapter, gguf_file, _ in artifacts})
     for name, _, _, _, (kind, reason) in artifacts:
         result = compare_answers(reference, read_done(outs[name] / SAMPLES_FILE), ids)
-        needed = needs[kind]
-        short = [m for m, share in needed.items() if result[m] < share * result["problems"]]
-        result.update(precision=kind, reason=reason, needed=needed, passed=not short)
+        failure = judge(name, result, kind, reason, needs[kind])
         report["artifacts"][name] = result
         log.info("verify-export %s: %d of %d answers the same text, %d the same verdict; strict %.1f%% (export) vs "
                  "%.1f%% (evaluated adapter)", name, result["identical_texts"], result["problems"],
                  result["same_verdicts"], 100 * result["strict_export"], 100 * result["strict_adapter"])
-        if short:
-            failures.append(f"export/{name} does not behave like the adapter that was evaluated: "
-                            + ", ".join(f"{m.replace('_', ' ')} on {result[m]} of {result['problems']} problems (needs "
-                                        f"{needed[m]:.0%})" for m in short) + f"; {reason}")
+        if failure:
+            failures.append(failure)
     report["passed"] = not failures
     write_json(run.path(EXPORT.name, VERIFICATION_FILE), report)
     if failures:

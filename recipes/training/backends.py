@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from aha.eval.backends import Generator
 
+from ..config.machine import resolve_dtype
 from ..config.schema import Recipe, RecipeError
-from .models import load_for_training, lora_config, pick_backend, prepare_base, resolve_dtype
+from .models import load_for_training, lora_config, pick_backend, prepare_base
 
 log = logging.getLogger("aha")
 

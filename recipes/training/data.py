@@ -27,26 +27,31 @@ def eval_problems(recipe: Recipe) -> dict[str, list[Problem]]:
         if key in out:
             key = f"{key}-{len(out)}"
         out[key] = load_task(t.task, path=t.path, limit=t.limit, seed=t.seed, level=t.level,
-                             n=t.limit or 200, heldout=t.heldout)
+                             n=t.limit or 200)
     return out
 
 
+def training_source(recipe: Recipe, stage: str = "grpo") -> tuple[str, str | None]:
+    """(task, local file or None) a training stage reads: SFT may draw its worked solutions from
+    another task than GRPO's prompts."""
+    d, sft = recipe.data, recipe.sft
+    if stage == "sft" and sft.task and sft.task != d.task:
+        return sft.task, sft.path
+    return d.task, (sft.path or d.path) if stage == "sft" else d.path
+
+
 def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
-    """The training split for a stage (SFT may draw worked solutions from another task).
-    DAPO-Math goes through the same ``dapo_split`` as evaluation; any question that also
-    appears in an evaluation task is dropped, so evaluation is never contaminated."""
+    """The training split for a stage. DAPO-Math's training rows never hold its held-out problems
+    (``aha.eval.tasks.dapo_training``); any question that also appears in an evaluation task is
+    dropped, so evaluation is never contaminated."""
     d = recipe.data
-    task, path = d.task, d.path
-    if stage == "sft" and recipe.sft.task and recipe.sft.task != d.task:
-        task, path = recipe.sft.task, recipe.sft.path
-    elif stage == "sft" and recipe.sft.path:
-        path = recipe.sft.path
+    task, path = training_source(recipe, stage)
     if task == "arith":
         problems = make_arith(d.num_train, level=d.level, seed=d.seed)
     elif task == "gsm8k":
         problems = load_gsm8k(path, split="train")
     else:
-        problems = load_dapo(path, part="train", heldout=d.heldout, seed=d.seed)
+        problems = load_dapo(path, part="train", hub=d.hub)
     held = {normalize_question(p.question) for ps in eval_problems(recipe).values() for p in ps}
     kept = [p for p in problems if normalize_question(p.question) not in held]
     if len(kept) < len(problems):
@@ -54,6 +59,32 @@ def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
     if not kept:
         raise RecipeError("no training problems left after removing the evaluation problems")
     return kept
+
+
+def data_sources(recipe: Recipe) -> list[str]:
+    """Where each stage's problems come from, read offline (``--dry-run`` prints it): counts for
+    what is generated or shipped, the hub dataset for what only the hub has."""
+    from aha.eval.tasks import TASKS
+
+    def where(task: str, path: str | None, hub: bool) -> str:
+        if path:
+            return f"{task} from {path}"
+        if task == "arith":
+            return f"arith level {recipe.data.level}, generated ({recipe.data.num_train} problems)"
+        spec = TASKS[task]
+        if spec.train_file and not hub:
+            return f"{task}, shipped ({len(load_dapo(part='train'))} problems; data.hub: true reads {spec.hub[0]})"
+        return f"{task} from the hub ({spec.hub[0]}, {spec.hub[1] or 'default'}, train)"
+
+    out = []
+    for stage, enabled in (("sft", recipe.sft.enabled), ("grpo", recipe.grpo.enabled)):
+        if enabled:
+            task, path = training_source(recipe, stage)
+            out.append(f"{stage}: {where(task, path, recipe.data.hub)}")
+    if recipe.eval.enabled:
+        evals = eval_problems(recipe)  # shipped or generated: read here, offline; a hub-only task says so
+        out.append("eval: " + ", ".join(f"{name} ({len(problems)} problems)" for name, problems in evals.items()))
+    return out
 
 
 def sft_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Problem]) -> list[dict[str, str]]:

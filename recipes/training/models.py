@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..config.machine import resolve_dtype
 from ..config.schema import ModelConfig, RecipeError, unsloth_refusal
 
 log = logging.getLogger("aha")
@@ -169,30 +170,6 @@ def prepare_base(model: ModelConfig, run_dir: Path) -> str:
         maker()
         done.write_text("ok\n")
     return str(target)
-
-
-def precision(capability: tuple[int, int] | None) -> str:
-    """THE precision rule, for the model's dtype and TRL's bf16/fp16 flags alike: bfloat16 on
-    GPUs that have it (Ampere, compute capability 8.0, and newer), float16 on older ones
-    (T4 7.5, V100 7.0), float32 on the CPU (``capability`` None).
-
-    >>> precision((9, 0)), precision((8, 6)), precision((7, 5)), precision(None)
-    ('bfloat16', 'bfloat16', 'float16', 'float32')
-    """
-    if capability is None:
-        return "float32"
-    return "bfloat16" if capability >= (8, 0) else "float16"
-
-
-def device_capability() -> tuple[int, int] | None:
-    import torch
-
-    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None  # type: ignore[return-value]
-
-
-def resolve_dtype(name: str) -> str:
-    """``auto`` -> :func:`precision` of this machine; else as named."""
-    return precision(device_capability()) if name == "auto" else name
 
 
 def load_for_training(base: str, model: ModelConfig, adapter: str | None = None):

@@ -11,31 +11,13 @@ training model's, so "vLLM silently generates with stale weights" cannot come ba
 
 from __future__ import annotations
 
-from importlib import metadata
-
-VERIFIED = {"trl": ("1.16",), "vllm": ("0.32",)}
-
-
-def _version(dist: str) -> str:
-    for name in (dist, f"{dist}-cpu"):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return ""
-
+from ..config.machine import unverified_versions
 
 def sync_weights_in_place(self) -> None:
     """Replacement for ``VLLMGeneration.sync_weights`` in CPU colocate mode."""
     runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
     runner.reload_weights(weights_iterator=self._iter_named_params(), is_checkpoint_format=True)
     self.llm.reset_prefix_cache()
-
-
-def unverified_versions() -> list[str]:
-    """The installed trl / vllm versions the fix was not verified with ("vllm 0.33.1")."""
-    found = {name: _version(name) for name in VERIFIED}
-    return [f"{n} {v or 'missing'}" for n, v in found.items() if not v.startswith(VERIFIED[n])]
 
 
 def install_cpu_weight_sync() -> bool:

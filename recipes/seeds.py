@@ -4,7 +4,8 @@ replicate into its own run folder under one parent, then pools every comparison 
 replicates. One evaluation of a few hundred problems cannot tell a few points from a lucky
 seed; replicates can.
 
-Replicate ``r`` moves each seed by ``r * SEED_STEP``; replicate 0 is the recipe as written.
+Replicate ``r`` moves each seed by ``r * SEED_STEP``; replicate 0 is the recipe as written. This sits
+above the runner: each replicate is one ``aha.recipes.run``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 from aha.eval.compare import pool, pool_pass_rates, pooled_markdown, pooled_pass_rates_markdown
 from aha.eval.files import FolderLock, read_json, write_json
 
-from ..config.schema import Recipe, RecipeError
-from .results import read_results
-from .table import COMPARISONS, EVAL_AFTER, EVAL_AFTER_SFT, EVAL_BEFORE
+from .api import load_recipe, run
+from .config.schema import Recipe, RecipeError
+from .stages.results import read_results
+from .stages.table import COMPARISONS, EVAL_AFTER, EVAL_AFTER_SFT, EVAL_BEFORE
 
 log = logging.getLogger("aha")
 SEED_STEP = 1000
@@ -74,8 +76,6 @@ def replicate_dir(parent: Path, replicate: int) -> Path:
 def run_seeds(recipe_path: str | Path, overrides: list[str], replicates: list[int], parent: Path,
               stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) every replicate, then write the pooled report; returns it."""
-    from ..api import load_recipe
-
     base = load_recipe(recipe_path, overrides, out=replicate_dir(parent, replicates[0]))
     with FolderLock(parent):  # one `--seeds` command per parent folder; each replicate's run locks its own
         return _run_replicates(recipe_path, overrides, replicates, parent, base, stop_after, restart_from)
@@ -83,8 +83,6 @@ def run_seeds(recipe_path: str | Path, overrides: list[str], replicates: list[in
 
 def _run_replicates(recipe_path: str | Path, overrides: list[str], replicates: list[int], parent: Path, base: Recipe,
                     stop_after: str | None, restart_from: str | None) -> dict[str, Any]:
-    from ..api import load_recipe, run
-
     plan = {"recipe": base.name, "overrides": overrides, "seed_step": SEED_STEP,
             "replicates": {str(r): reseed(base, r) for r in replicates}}
     known = read_json(parent / SEEDS_FILE) if (parent / SEEDS_FILE).is_file() else None
