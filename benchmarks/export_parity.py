@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,7 +29,8 @@ def main() -> None:
     from aha.eval import HFBackend, Sampling, evaluate, load_model
     from aha.eval.runner import SAMPLES_FILE, read_done
     from aha.formats import get_format
-    from aha.recipes import load_recipe
+    from aha.eval.files import read_text
+    from aha.recipes.config.load import as_today, recipe_from_dict
     from aha.recipes.config.machine import resolve_dtype
     from aha.recipes.config.schema import resolve_path
     from aha.recipes.stages.table import final_adapter
@@ -36,7 +39,7 @@ def main() -> None:
     from aha.recipes.training.export import merge_adapter
 
     run = Path(args.run)
-    recipe = load_recipe(run / "recipe.yaml")
+    recipe = recipe_from_dict(as_today(yaml.safe_load(read_text(run / "recipe.yaml"))), base_dir=run)  # as run
     base = str(run / "base") if (run / "base" / "config.json").is_file() else recipe.model.name
     adapter = final_adapter(run, recipe)
     task, problems = next(iter(eval_problems(recipe).items()))

@@ -343,6 +343,13 @@ def test_a_changed_recipe_may_only_touch_what_no_finished_stage_read(tmp_path):
             Run(recipe(grpo={"learning_rate": 3e-5}, **sections), tmp_path)
     # Re-opening with the accepted recipe is a plain resume.
     assert Run(recipe(grpo={"learning_rate": 3e-5}), tmp_path).changed == []
+    # A folder an older aha wrote, with keys aha no longer has (the DAPO split's size), resumes as it is.
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["recipe"]["data"]["heldout"] = 500
+    state["recipe"]["eval"]["tasks"][0]["heldout"] = 500
+    state["recipe_hash"] = "written-by-an-older-aha"
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert Run(recipe(grpo={"learning_rate": 3e-5}), tmp_path).changed == []
 
 
 IMPORT_ORDER_SPY = """

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .schema import TRL_CLASS, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage
+from .schema import TRL_CLASS, EvalTask, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage
 from .validate import validate
 
 # The keys of the sft/grpo sections that are ours; every other key must be a TRL config field.
@@ -71,6 +71,29 @@ def plain(value: Any) -> Any:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply ``key.sub=value`` overrides, validate everything."""
     return recipe_from_dict(read_recipe_data(path, overrides), base_dir=Path(path).parent)
+
+
+def as_today(stored: dict[str, Any]) -> dict[str, Any]:
+    """A recipe mapping a run folder stored, read with today's schema: keys added to aha since
+    at their defaults, keys aha no longer has (``data.heldout``, say) dropped, in the sections
+    and in each evaluation task alike.
+
+    >>> old = {"model": {"name": "m"}, "data": {"task": "arith", "heldout": 500}, "eval": {"tasks": [{"heldout": 9}]}}
+    >>> new = as_today(old)
+    >>> new["model"]["vllm_mode"], "heldout" in new["data"], new["eval"]["tasks"][0]["task"]
+    ('colocate', False, 'arith')
+    """
+    defaults = Recipe().to_dict()
+    task_defaults = dataclasses.asdict(EvalTask())
+    out = {key: stored.get(key, value) for key, value in defaults.items()}
+    for key, section in defaults.items():
+        if isinstance(section, dict) and isinstance(stored.get(key), dict):
+            out[key] = {**section, **{k: v for k, v in stored[key].items() if k in section}}
+    tasks = out["eval"].get("tasks")
+    if isinstance(tasks, list):
+        out["eval"]["tasks"] = [{**task_defaults, **{k: v for k, v in t.items() if k in task_defaults}}
+                                if isinstance(t, dict) else t for t in tasks]
+    return out
 
 
 def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

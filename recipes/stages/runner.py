@@ -25,6 +25,7 @@ from aha.eval.files import FolderLock, write_json
 from aha.formats import Format, get_format
 
 from ..config.machine import is_main, rank, world_size
+from ..config.load import as_today
 from ..config.schema import Recipe, RecipeError, resolve_path
 from ..config.trl_args import global_batch_line
 from ..launch.distributed import on_main
@@ -55,20 +56,6 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
             out.append(key)
-    return out
-
-
-def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
-    """A stored recipe with the keys of today's schema it lacks filled in at their defaults.
-
-    >>> _with_defaults({"model": {"name": "m"}})["model"]["vllm_mode"]
-    'colocate'
-    """
-    defaults = Recipe().to_dict()
-    out = {**defaults, **old}
-    for key, section in defaults.items():
-        if isinstance(section, dict) and isinstance(old.get(key), dict):
-            out[key] = {**section, **old[key]}
     return out
 
 
@@ -183,9 +170,10 @@ class Run:
 
     def _accept_change(self, new: dict[str, Any]) -> None:
         """A changed recipe may only touch values that no finished stage has read. A key the
-        old recipe lacks (added to aha since) counts as changed only when not left at its default."""
+        old recipe lacks (added to aha since) counts as changed only when not left at its default;
+        one aha no longer has changes nothing."""
         old = self.state.get("recipe")
-        changed = _changed_keys(_with_defaults(old), new) if old else ["?"]
+        changed = _changed_keys(as_today(old), new) if old else ["?"]
         order = {st.name: i for i, st in enumerate(STAGES)}
         done = [order[s] for s in self.state["stages"] if s in order]
         for key in changed:
