@@ -195,8 +195,12 @@ def dapo_training(problems: list[Problem], heldout: list[Problem]) -> list[Probl
     every held-out problem is left out, and so is every near-duplicate of one."""
     held = {normalize_question(p.question) for p in heldout}
     held_words = [question_words(p.question) for p in heldout]
-    return [p for p in problems if normalize_question(p.question) not in held
-            and not any(near_duplicate(question_words(p.question), w) for w in held_words)]
+
+    def kept(p: Problem) -> bool:
+        words = question_words(p.question)  # once per problem, not once per held-out problem
+        return normalize_question(p.question) not in held and not any(near_duplicate(words, w) for w in held_words)
+
+    return [p for p in problems if kept(p)]
 
 
 def load_dapo(path: str | Path | None = None, part: str = "heldout", hub: bool = False) -> list[Problem]:

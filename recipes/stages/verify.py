@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aha.eval.files import write_json
+from aha.eval.files import read_json, write_json
 from aha.eval.runner import SAMPLES_FILE, read_done
 
 from ..config.machine import resolve_dtype
@@ -121,7 +121,7 @@ def saved_dtype(folder: str | Path) -> str | None:
     config = Path(folder) / "config.json"
     if not config.is_file():
         return None
-    data = json.loads(config.read_text(encoding="utf-8"))
+    data = read_json(config, hint="a model folder's config.json is what save_pretrained wrote")
     value = data.get("dtype") or data.get("torch_dtype")
     return value if isinstance(value, str) else None
 
