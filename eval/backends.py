@@ -102,9 +102,25 @@ def check_adapter_folder(adapter: str | Path, weights: bool = True) -> dict[str,
     return config
 
 
+def model_device() -> str:
+    """THE rule for where a model of ours runs: the GPU when this machine has one, else the
+    CPU. Every model aha loads to generate or to merge goes through :func:`load_model` (or
+    :func:`place`), which apply it; training models are the Trainer's to place (under a
+    launch each process takes its own GPU), and Unsloth places its own."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def place(model: Any) -> Any:
+    """``model`` moved to :func:`model_device` (a no-op on a CPU machine)."""
+    device = model_device()
+    return model if device == "cpu" else model.to(device)
+
+
 def load_model(model: str, adapter: str | None = None, gguf_file: str | None = None, dtype: str = "auto"):
     """A causal LM and its tokenizer from a local folder or hub id, with an optional
-    LoRA adapter applied (kept as a PEFT model, not merged)."""
+    LoRA adapter applied (kept as a PEFT model, not merged), on :func:`model_device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,7 +135,7 @@ def load_model(model: str, adapter: str | None = None, gguf_file: str | None = N
 
         with _unreadable(adapter):
             lm = PeftModel.from_pretrained(lm, adapter)
-    return lm, tokenizer
+    return place(lm), tokenizer
 
 
 @contextmanager
@@ -224,6 +240,7 @@ class VLLMBackend:
             raise InputError(f"the vLLM engine did not start: {first} (on CPU, VLLM_CPU_KVCACHE_SPACE sets its "
                              "memory in GiB; or use the hf backend)") from None
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._adapters: dict[str, int] = {}
 
     def lora_request(self, adapter: str | None):
@@ -238,6 +255,7 @@ class VLLMBackend:
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
         from vllm.v1.engine.exceptions import EngineDeadError
 
+        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, self.max_model_len, "the vLLM engine")
         try:
             outputs = self.llm.generate(prompts, vllm_sampling_params(sampling), lora_request=self.lora_request(adapter),
                                         use_tqdm=False)
@@ -318,6 +336,27 @@ def size_vllm_for_cpu(model: str, max_model_len: int | None) -> None:
     except Exception:  # noqa: BLE001 - an unreadable config: vLLM itself will say what is wrong
         gib = 1
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(min(gib, 8))
+
+
+def check_lengths(tokenizer: Any, prompts: list[str], max_new_tokens: int, limit: int, engine: str) -> None:
+    """An engine with a maximum length (vLLM's ``max_model_len``) cuts a longer answer short
+    where batched HF generation does not, so the same evaluation would score differently on
+    each backend. Refused instead, in one line naming the numbers.
+
+    >>> class Words:  # a tokenizer that counts words
+    ...     def __call__(self, texts, add_special_tokens=False): return {"input_ids": [t.split() for t in texts]}
+    >>> check_lengths(Words(), ["a b c"], 5, 8, "the engine")
+    >>> check_lengths(Words(), ["a b c d"], 5, 8, "the engine")
+    Traceback (most recent call last):
+    aha.formats.errors.InputError: a prompt of 4 tokens plus max_new_tokens 5 is longer than the 8 tokens the engine holds (its max_model_len); raise model.max_seq_length, or lower eval.max_new_tokens
+    """
+    if not prompts:
+        return
+    longest = max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    if longest + max_new_tokens > limit:
+        raise InputError(f"a prompt of {longest} tokens plus max_new_tokens {max_new_tokens} is longer than the "
+                         f"{limit} tokens {engine} holds (its max_model_len); raise model.max_seq_length, or lower "
+                         "eval.max_new_tokens")
 
 
 def vllm_sampling_params(sampling: Sampling):

@@ -22,17 +22,39 @@ def _load(run: str | Path) -> dict[str, dict[str, Any]]:
     return read_done(samples)
 
 
-def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[str]]:
+def mixed_engines(before: str | Path, after: str | Path) -> list[str]:
+    """How two evaluations' engines and lengths differ ("backend hf vs vllm", "max_new_tokens
+    64 vs 128"), from their fingerprints; empty when they agree or either has none."""
+    prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
+    if not all(p.is_file() for p in prints):
+        return []
+    x, y = (read_json(p) for p in prints)
+    pairs = [("backend", x.get("backend"), y.get("backend")),
+             ("max_new_tokens", (x.get("sampling") or {}).get("max_new_tokens"),
+              (y.get("sampling") or {}).get("max_new_tokens"))]
+    return [f"{name} {u} vs {v}" for name, u, v in pairs if u != v]
+
+
+def paired_ids(before: str | Path, after: str | Path, allow_mixed: bool = False) -> tuple[dict, dict, list[str]]:
     """The two runs' rows and the ids they share, after checking that the runs can be
-    compared at all: the same format and sampling, as many answers a problem, and for every
-    shared id the same question and gold answer (ids alone say nothing about which problem a
-    row holds)."""
+    compared at all: the same format and sampling, the same engine (two engines' greedy texts
+    part at near-ties, so their difference would be the engine's as much as the model's; taken
+    with ``allow_mixed``, which also lets the lengths differ), as many answers a problem, and
+    for every shared id the same question and gold answer (ids alone say nothing about which
+    problem a row holds)."""
     a, b = _load(before), _load(after)
+    mixed = mixed_engines(before, after)
+    if mixed and not allow_mixed:
+        raise InputError(f"{before} and {after} were not generated alike ({', '.join(mixed)}): a difference would "
+                         "mix the engine's with the model's; evaluate both the same way, or pass --allow-mixed")
     prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
     if all(p.is_file() for p in prints):
         x, y = (read_json(p) for p in prints)
         for key in ("format", "format_sha256", "sampling"):
-            if x.get(key) != y.get(key):
+            u, v = x.get(key), y.get(key)
+            if key == "sampling" and allow_mixed and isinstance(u, dict) and isinstance(v, dict):
+                u, v = ({k: w for k, w in d.items() if k != "max_new_tokens"} for d in (u, v))
+            if u != v:
                 raise InputError(f"{before} and {after} are not comparable: their {key} differs "
                                  f"({x.get(key)!r} vs {y.get(key)!r})")
     common = [i for i in a if i in b]
@@ -50,13 +72,14 @@ def paired_ids(before: str | Path, after: str | Path) -> tuple[dict, dict, list[
     return a, b, common
 
 
-def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> dict[str, Any]:
+def compare(before: str | Path, after: str | Path, metric: str = "lenient", allow_mixed: bool = False) -> dict[str, Any]:
     """Pair two evaluations of the same problems by id."""
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    a, b, common = paired_ids(before, after)
+    a, b, common = paired_ids(before, after, allow_mixed)
     report: dict[str, Any] = {"before": str(before), "after": str(after), "problems": len(common),
-                              "only_in_one_run": len(set(a) ^ set(b)), "metrics": {}}
+                              "only_in_one_run": len(set(a) ^ set(b)), "mixed": mixed_engines(before, after),
+                              "metrics": {}}
     for m in METRICS:
         x = [bool(a[i]["samples"][0][m]) for i in common]
         y = [bool(b[i]["samples"][0][m]) for i in common]
@@ -71,17 +94,19 @@ def compare(before: str | Path, after: str | Path, metric: str = "lenient") -> d
     return report
 
 
-def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "strict") -> dict[str, Any]:
+def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "strict",
+                       allow_mixed: bool = False) -> dict[str, Any]:
     """Pair two sampled evaluations (k answers per problem) by problem: the mean pass rate
     before and after, how many problems went up or down, and an exact sign test."""
-    a, b, common = paired_ids(before, after)
+    a, b, common = paired_ids(before, after, allow_mixed)
     rate = lambda row: sum(bool(g[metric]) for g in row["samples"]) / len(row["samples"])  # noqa: E731
     x, y = [rate(a[i]) for i in common], [rate(b[i]) for i in common]
     up = sum(1 for u, v in zip(x, y) if v > u)
     down = sum(1 for u, v in zip(x, y) if v < u)
     return {"problems": len(common), "k": len(a[common[0]]["samples"]), "metric": metric,
             "before": sum(x) / len(x), "after": sum(y) / len(y), "improved": up, "worsened": down,
-            "unchanged": len(common) - up - down, "p_value": sign_test(up, down)}
+            "unchanged": len(common) - up - down, "p_value": sign_test(up, down),
+            "mixed": mixed_engines(before, after)}
 
 
 def too_small_note(problems: int, result: dict[str, Any]) -> str:
@@ -145,16 +170,22 @@ def answers_per_problem(run: str | Path) -> int:
     return len(next(iter(rows.values()))["samples"]) if rows else 1
 
 
-def write_report(before: str | Path, after: str | Path, out_dir: str | Path, metric: str = "lenient") -> dict[str, Any]:
+def write_report(before: str | Path, after: str | Path, out_dir: str | Path, metric: str = "lenient",
+                 allow_mixed: bool = False) -> dict[str, Any]:
     """``compare.json`` and ``compare.md`` in ``out_dir`` (and ``compare.png`` for greedy runs).
     Sampled evaluations (k answers a problem) are compared on their pass rates, greedy ones on
     each problem's one answer."""
     sampled = answers_per_problem(before) > 1
-    report = compare_pass_rates(before, after, metric) if sampled else compare(before, after, metric)
+    how = compare_pass_rates if sampled else compare
+    report = how(before, after, metric, allow_mixed=allow_mixed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", report)
-    (out / "compare.md").write_text(pass_rates_markdown(report) if sampled else to_markdown(report), encoding="utf-8")
+    text = pass_rates_markdown(report) if sampled else to_markdown(report)
+    if report["mixed"]:
+        text += (f"\nGenerated differently ({', '.join(report['mixed'])}; --allow-mixed): part of each difference is "
+                 "the engine's, not the model's.\n")
+    (out / "compare.md").write_text(text, encoding="utf-8")
     if not sampled:
         plot(report, out / "compare.png")
     return report
@@ -245,14 +276,14 @@ def pair_labels(paths: list[str | Path]) -> list[str]:
 
 
 def write_pooled_report(pairs: list[tuple[str | Path, str | Path]], out_dir: str | Path,
-                        metric: str = "lenient") -> dict[str, Any]:
+                        metric: str = "lenient", allow_mixed: bool = False) -> dict[str, Any]:
     """``aha compare B1 A1 B2 A2 ...``: each pair compared (written in its after folder, as for
     one pair), then all pooled into ``pooled.json`` and ``pooled.md`` in ``out_dir``: greedy
     evaluations by the stratified McNemar test, sampled ones by the sign test on pass rates."""
     kinds = {answers_per_problem(f) > 1 for pair in pairs for f in pair}
     if len(kinds) > 1:
         raise InputError("the pairs mix greedy and sampled evaluations: pool greedy with greedy, sampled with sampled")
-    reports = [write_report(b, a, a, metric) for b, a in pairs]
+    reports = [write_report(b, a, a, metric, allow_mixed) for b, a in pairs]
     labels = pair_labels([a for _, a in pairs])
     if kinds == {True}:
         pooled = pool_pass_rates(reports)

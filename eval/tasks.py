@@ -298,12 +298,14 @@ class Task:
     size: int | None = None  # the number of problems the source has (checked by the tests)
     generated: bool = False  # made from a seed (replicates move it), not read
     loader: str | None = None  # a loader of its own (tasks that are not a plain file of rows)
+    trains: bool = False  # has training rows (split="train"): generated, shipped or on the hub
+    solutions: bool = False  # its training rows carry worked solutions (what the SFT warmup renders)
 
 
 _MATH = {"instruction": BOXED_INSTRUCTION, "grader": "math"}
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("gsm8k", "GSM8K test split (Cobbe et al. 2021; MIT)", file="gsm8k/test.jsonl", hub=(*GSM8K_HUB, "test"),
-         question="question", size=1319, loader="gsm8k"),
+         question="question", size=1319, loader="gsm8k", trains=True, solutions=True),
     Task("math500", "MATH-500: the MATH test problems of PRM800K (Hendrycks et al. 2021, Lightman et al. 2023; MIT)",
          file="math500/test.jsonl", hub=("HuggingFaceH4/MATH-500", None, "test"), solution="solution",
          id="unique_id", size=500, **_MATH),
@@ -318,10 +320,13 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("dapo-math", "DAPO-Math-17k (Yu et al. 2025; Apache-2.0), English problems: a held-out split shipped "
          "with aha, training rows shipped and on the hub (open-r1/DAPO-Math-17k-Processed, en)",
          file="dapo-math/heldout.jsonl", train_file="dapo-math/train.jsonl", hub=(*DAPO_HUB, "train"),
-         question="prompt", answer="solution", id="id", size=200, loader="dapo"),
-    Task("arith", "arithmetic word problems generated from a seed (aha's own)", generated=True, loader="arith"),
+         question="prompt", answer="solution", id="id", size=200, loader="dapo", trains=True),
+    Task("arith", "arithmetic word problems generated from a seed (aha's own)", generated=True, loader="arith",
+         trains=True, solutions=True),
 )}
 GENERATED_TASKS = tuple(name for name, t in TASKS.items() if t.generated)  # replicates move their seed
+TRAINING_TASKS = tuple(name for name, t in TASKS.items() if t.trains)  # what data.task may name
+SOLUTION_TASKS = tuple(name for name, t in TASKS.items() if t.trains and t.solutions)  # what the SFT warmup may read
 
 
 def _gold(task: Task, row: dict, where: str) -> str:
@@ -359,6 +364,8 @@ def load_task(name: str, path: str | Path | None = None, limit: int | None = Non
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     task = TASKS[name]
+    if split == "train" and not task.trains:
+        raise InputError(f"{name} has no training rows (only a test split); tasks that train: {', '.join(TRAINING_TASKS)}")
     if task.loader == "gsm8k":
         problems = load_gsm8k(path or (DATA / task.file if split == "test" and not hub else None), split)
     elif task.loader == "dapo":

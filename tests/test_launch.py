@@ -82,7 +82,8 @@ def test_launch_command_line(capsys, tmp_path):
     line = capsys.readouterr().out.strip()
     assert "-m accelerate.commands.launch --quiet --config_file" in line and line.split("--config_file ")[1].split()[0].endswith(
         "zero2.yaml")
-    assert "--num_processes 4 -m aha.recipes.cli run tiny-qwen3-smoke" in line and f"--out {out}" in line
+    assert "--num_processes 4 --mixed_precision no -m aha.recipes.cli run tiny-qwen3-smoke" in line
+    assert f"--out {out}" in line
     assert "--set=grpo.max_steps=3" in line and not out.exists()
 
 
@@ -130,17 +131,27 @@ def test_vllm_server_mode(capsys, tmp_path):
     assert "model.vllm_mode server needs GPUs" in capsys.readouterr().err
 
 
-def _cpu_copy(name, tmp_path):
-    """A shipped config as CPU processes run it: your own copy, with mixed precision off."""
+def test_a_config_that_contradicts_the_precision_rule_is_refused(tmp_path, capsys):
+    """The shipped configs name no mixed precision: aha passes the one its rule picks (no on a CPU).
+    A config of the user's that names another, or that is not a mapping, is one line."""
     import yaml
 
     from aha.recipes.launch.commands import accelerate_config
 
-    config = yaml.safe_load(accelerate_config(name).read_text())
-    config["mixed_precision"] = "no"
-    mine = tmp_path / f"{name}-cpu.yaml"
+    config = yaml.safe_load(accelerate_config("zero2").read_text())
+    assert "mixed_precision" not in config
+    config["mixed_precision"] = "bf16"
+    mine = tmp_path / "zero2-bf16.yaml"
     mine.write_text(yaml.safe_dump(config))
-    return mine
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- distributed_type: DEEPSPEED\n")
+    for path, message in [(mine, "mixed_precision bf16 contradicts this run's precision (no"),
+                          (listed, "an accelerate config is a mapping")]:
+        assert main(["run", "tiny-qwen3-smoke", "--out", str(tmp_path / "run"), "--launch", "accelerate", "--config",
+                     str(path), "--num-processes", "2"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def _whole_adapter(adapter):
@@ -156,13 +167,13 @@ def _whole_adapter(adapter):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_deepspeed_on_cpu_processes(stage, tmp_path):
-    """DeepSpeed ZeRO-2 and ZeRO-3 with the shipped configs (mixed precision off: CPU
-    processes), end to end: one report, evaluations once, whole adapters; ZeRO-3 is also
-    killed during GRPO and resumed to the end."""
+    """DeepSpeed ZeRO-2 and ZeRO-3 with the shipped configs as a user runs them (unedited: aha
+    passes the precision its rule picks, no on CPU processes), end to end: one report,
+    evaluations once, whole adapters; ZeRO-3 is also killed during GRPO and resumed to the end."""
     pytest.importorskip("deepspeed")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=4", "--out", str(out),
-               "--launch", "accelerate", "--config", str(_cpu_copy(stage, tmp_path)), "--num-processes", "2", *NO_VERIFY]
+               "--launch", "accelerate", "--config", stage, "--num-processes", "2", *NO_VERIFY]
     env = {**_env(), "DS_ACCELERATOR": "cpu"}
     if stage == "zero3":
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -192,11 +203,11 @@ def test_deepspeed_on_cpu_processes(stage, tmp_path):
 
 @pytest.mark.slow
 def test_fsdp2_on_cpu_processes(tmp_path):
-    """The shipped FSDP2 config, with your own copy of it (mixed precision off: these are CPU
-    processes), runs the recipe and saves whole adapters (not shards)."""
+    """The shipped FSDP2 config, unedited, runs the recipe on CPU processes and saves whole
+    adapters (not shards)."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=2", "--out", str(out),
-               "--launch", "accelerate", "--config", str(_cpu_copy("fsdp2", tmp_path)), "--num-processes", "2", *NO_VERIFY]
+               "--launch", "accelerate", "--config", "fsdp2", "--num-processes", "2", *NO_VERIFY]
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     _whole_adapter(out / "grpo" / "adapter")

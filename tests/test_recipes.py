@@ -22,8 +22,14 @@ SHIPPED = sorted(RECIPES.glob("*.yaml"))
 
 # ----- validation (fast: nothing loads a model) -------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_recipes_validate(path, tmp_path):
-    # Hub models are not reachable offline; the model is the only thing swapped (for a local folder).
+def test_shipped_recipes_validate(path, tmp_path, monkeypatch):
+    # Hub models are not reachable offline; the model is the only thing swapped (for a local folder), and
+    # GGUF export finds the llama.cpp a user points Unsloth at (offline it is refused without one).
+    llama_cpp = tmp_path / "llama.cpp"
+    llama_cpp.mkdir()
+    for tool in ("llama-quantize", "convert_hf_to_gguf.py"):
+        (llama_cpp / tool).write_text("")
+    monkeypatch.setenv("UNSLOTH_LLAMA_CPP_PATH", str(llama_cpp))
     recipe = load_recipe(path, [f"model.name={tmp_path}"])
     assert recipe.name == path.stem
     assert plan(recipe)[-1] == "report"
@@ -44,7 +50,7 @@ def test_qwen3_4b_recipe_matches_the_unsloth_reference():
     assert g["lora"]["r"] == 32 and g["lora"]["alpha"] == 64 and g["seed"] == 3407
     grpo = g["grpo"]
     assert (grpo["num_generations"], grpo["learning_rate"], grpo["weight_decay"], grpo["max_steps"]) == (4, 5e-6, 0.001, 100)
-    assert (grpo["temperature"], grpo["min_p"], grpo["top_p"], grpo["loss_type"], grpo["beta"]) == (1.0, 0.1, 1.0, "bnpo", 0.001)
+    assert (grpo["temperature"], grpo["min_p"], grpo["top_p"], grpo["loss_type"], grpo["beta"]) == (1.0, 0.1, 1.0, "dapo", 0.0)
     assert grpo["prompt_percentile"] == 90 and grpo["max_completion_length"] == "auto"  # 2048 - longest kept prompt
     assert [r["name"] for r in grpo["rewards"]] == ["format_exact", "format_approximate", "check_answer_numeric",
                                                     "check_number"]
@@ -138,7 +144,7 @@ def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
 
 def test_auto_backend_never_picks_unsloth_for_our_own_models():
     from aha.recipes.config.schema import ModelConfig
-    from aha.recipes.training.models import pick_backend
+    from aha.recipes.config.machine import pick_backend
 
     assert pick_backend("auto", ModelConfig(name="builtin:smollm2-135m-instruct")) == "hf"
     assert pick_backend("auto", ModelConfig(name="some/folder", gguf_file="m.gguf")) == "hf"
@@ -364,6 +370,8 @@ sys.meta_path.insert(0, Spy())
 import torch
 torch.cuda.is_available = lambda: True  # as on a GPU machine: the recipe asks for unsloth and could get it
 torch.cuda.set_device = lambda device: None  # validation builds TRL's config, which sets up "its" GPU
+torch.cuda.get_device_capability = lambda device=None: (8, 0)  # the precision rule asks what the GPU can do
+torch.cuda.get_device_name = lambda device=None: "NVIDIA A100"
 from aha.recipes.cli import main
 rc = main(["run", sys.argv[1], "--dry-run", "--set", "model.backend=unsloth", "--set", "model.name=" + sys.argv[2]])
 print(json.dumps({"rc": rc, "seen": seen, "trl_loaded_after": "trl" in sys.modules}))
@@ -402,10 +410,11 @@ def test_run_result_shows_the_report_tables(tmp_path):
     pair = {m: {"before": 0.1, "after": 0.5, "fixed": 4, "broken": 0, "p_value": 0.125}
             for m in ("format_ok", "strict", "lenient")}
     results = RunResults(run_dir=tmp_path, evaluations={"eval-before": {"arith-l1": metrics}},
+                         engines={"eval-before": {"arith-l1": "hf"}},
                          comparisons={"arith-l1/overall": {"problems": 10, "metrics": pair}},
                          exports={"adapter": str(tmp_path / "a")})
     shown = RunResult(tmp_path, ["eval-before"], exports=results.exports, results=results)._repr_markdown_()
-    assert "| eval-before | arith-l1 | 10 | 100.0% | 50.0% |" in shown
+    assert "| eval-before | arith-l1 | hf | 10 | 100.0% | 50.0% |" in shown
     assert "| arith-l1/overall | strict | 10.0% | 50.0% | 4 | 0 | 0.125 |" in shown
     assert f"adapter `{tmp_path / 'a'}`" in shown
 

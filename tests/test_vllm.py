@@ -131,6 +131,13 @@ def test_smoke_recipe_with_vllm_rollouts_and_evaluation(tmp_path):
             if "sampling/sampling_logp_difference/mean" in row]
     assert gaps and max(gaps) < 0.05, gaps
     assert "rollouts may not come from the policy" not in (out / "run.log").read_text()
+    # One engine per comparison: the run evaluated on vLLM, verify-export runs HF, so the adapter is judged on
+    # verdicts against vLLM's answers and every other export against the adapter's HF answers.
+    verification = json.loads((out / "export" / "verification.json").read_text())
+    assert verification["engine"] == "vllm" and verification["verify_engine"] == "hf" and verification["passed"]
+    assert verification["artifacts"]["adapter"]["precision"] == "engines"
+    assert set(verification["artifacts"]["adapter"]["needed"]) == {"same_verdicts"}
+    assert "| eval-after | arith-l1 | vllm |" in (out / "report.md").read_text()
 
 
 def test_rollouts_from_a_stale_engine_stop_grpo_in_one_line(tmp_path, monkeypatch, capsys):

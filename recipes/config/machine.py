@@ -1,12 +1,23 @@
 """What the run is on, read where the recipe is checked and its TRL configs are built: the
-machine's precision (THE precision rule), the processes of a launch, and whether the installed
-trl / vllm are the versions the CPU weight-sync fix (``training/vllm_sync.py``) was verified
-with. Nothing here imports the training stack."""
+machine's precision (THE precision rule), which training backend runs (THE backend rule) and
+whether vLLM can serve, the processes of a launch, and whether the installed trl / vllm are
+the versions the CPU weight-sync fix (``training/vllm_sync.py``) was verified with. Where a
+model runs is :func:`aha.eval.backends.model_device` (evaluation needs it and cannot import
+recipes). Nothing here imports the training stack."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import sys
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .schema import ModelConfig
+
+log = logging.getLogger("aha")
 
 
 def precision(capability: tuple[int, int] | None) -> str:
@@ -31,6 +42,109 @@ def device_capability() -> tuple[int, int] | None:
 def resolve_dtype(name: str) -> str:
     """``auto`` -> :func:`precision` of this machine; else as named."""
     return precision(device_capability()) if name == "auto" else name
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+
+
+def has_unsloth() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def vllm_problem() -> str | None:
+    """Why vLLM cannot serve on this machine (None when it can): not installed, or installed
+    and switched off by Unsloth as it was imported (its ``VLLM_DISABLED_REASON``: a vLLM built
+    for another torch or transformers)."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed"
+    fixes = sys.modules.get("unsloth.import_fixes")
+    reason = getattr(fixes, "VLLM_DISABLED_REASON", None)
+    if reason:
+        return f"Unsloth switched vLLM off ({str(reason).strip().splitlines()[0][:160]})"
+    return None
+
+
+def choose_backend(requested: str, model: ModelConfig | None = None) -> tuple[str, str]:
+    """THE backend rule: (backend, why). ``auto`` -> unsloth when this machine has CUDA and
+    unsloth and Unsloth can load the model (:func:`aha.recipes.config.schema.unsloth_refusal`),
+    else hf. ``unsloth`` where it cannot run is refused in one line (RecipeError).
+
+    >>> choose_backend("hf")
+    ('hf', 'as the recipe asks')
+    """
+    import torch
+
+    from .schema import RecipeError, unsloth_refusal
+
+    if requested == "hf":
+        return "hf", "as the recipe asks"
+    cuda, unsloth = torch.cuda.is_available(), has_unsloth()
+    refusal = unsloth_refusal(model) if model is not None else None
+    if requested == "auto":
+        if cuda and unsloth and not refusal:
+            return "unsloth", f"auto: a CUDA GPU ({gpu_name()}) and unsloth are here"
+        return "hf", "auto: " + ("this machine has no CUDA GPU" if not cuda else "unsloth is not installed"
+                                 if not unsloth else str(refusal))
+    if refusal:
+        raise RecipeError(refusal)
+    if not cuda:
+        raise RecipeError("model.backend unsloth needs a CUDA GPU and this machine has none; "
+                          "use model.backend: hf (or auto)")
+    if not unsloth:
+        raise RecipeError("model.backend unsloth needs unsloth: pip install 'aha-recipes[unsloth]'")
+    return "unsloth", "as the recipe asks"
+
+
+def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
+    """The backend :func:`choose_backend` picks (without its reason)."""
+    return choose_backend(requested, model)[0]
+
+
+def dtype_problem(dtype: str, backend: str) -> str | None:
+    """Why ``model.dtype`` (resolved) cannot train on this machine with ``backend`` (None when it
+    can): bfloat16 on a GPU without it (before Ampere); on Unsloth, float16 on a bfloat16 GPU
+    (its trainer refuses the mix TRL's flags would need) and float32 (Unsloth trains a float32
+    model under 16-bit autocast, so the run would record one precision and train another)."""
+    capability = device_capability()
+    if capability is None:
+        return None
+    best = precision(capability)
+    gpu = f"this GPU ({gpu_name()}, compute capability {capability[0]}.{capability[1]})"
+    if dtype == "bfloat16" and best != "bfloat16":
+        return f"model.dtype bfloat16: {gpu} has no bfloat16; use model.dtype auto ({best} here)"
+    if backend == "unsloth" and dtype == "float32":
+        return (f"model.dtype float32 with backend unsloth: Unsloth trains a float32 model under {best} autocast, so "
+                f"the run would record float32 and train at {best}; use model.dtype auto, or backend hf for float32")
+    if backend == "unsloth" and dtype == "float16" and best == "bfloat16":
+        return (f"model.dtype float16 with backend unsloth on {gpu}: Unsloth trains at the GPU's bfloat16; use "
+                "model.dtype auto, or backend hf for float16")
+    return None
+
+
+LLAMA_CPP_VARIABLE = "UNSLOTH_LLAMA_CPP_PATH"  # where Unsloth's GGUF saver looks for llama.cpp (unsloth_zoo.llama_cpp)
+
+
+def llama_cpp_problem() -> str | None:
+    """``export.gguf`` on Unsloth converts with llama.cpp (its ``llama-quantize`` and
+    ``convert_hf_to_gguf.py``) from the folder ``UNSLOTH_LLAMA_CPP_PATH`` names (default
+    ``~/.unsloth/llama.cpp``), downloading and building it when it is not there. Offline
+    (``HF_HUB_OFFLINE=1``) that would fail after all the training: say so now (None: fine)."""
+    from pathlib import Path
+
+    folder = Path(os.environ.get(LLAMA_CPP_VARIABLE) or Path.home() / ".unsloth" / "llama.cpp").expanduser()
+    tools = [folder / "llama-quantize", folder / "convert_hf_to_gguf.py"]
+    if all(t.is_file() for t in tools):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return (f"export.gguf: Unsloth converts to GGUF with llama.cpp, which is not in {folder} (no "
+                f"{' or '.join(t.name for t in tools if not t.is_file())}), and HF_HUB_OFFLINE=1 says this machine "
+                f"is offline, so Unsloth could not fetch it after training; build llama.cpp and set {LLAMA_CPP_VARIABLE} "
+                "to its folder, or drop export.gguf")
+    log.info("export.gguf: no llama.cpp in %s; Unsloth will download and build it at the export", folder)
+    return None
 
 
 def world_size() -> int:

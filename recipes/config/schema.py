@@ -75,6 +75,18 @@ def _task_names() -> tuple[str, ...]:
     return tuple(TASKS)
 
 
+def _training_task_names() -> tuple[str, ...]:
+    from aha.eval.tasks import TRAINING_TASKS
+
+    return TRAINING_TASKS
+
+
+def _solution_task_names() -> tuple[str, ...]:
+    from aha.eval.tasks import SOLUTION_TASKS
+
+    return SOLUTION_TASKS
+
+
 # The preflight's findings, by code: what ``grpo.preflight_accept`` may name (the preflight stage reports them).
 VERDICT_CODES = ("truncated", "truncated-loops", "format-constant", "flat", "no-learnable", "answer-drowned",
                  "few-learnable", "headroom")
@@ -114,7 +126,8 @@ class LoraSpec:
 
 @dataclass
 class DataConfig:
-    task: str = setting("arith", choices=_task_names, help="the training problems' task")
+    task: str = setting("arith", choices=_training_task_names, help="the training problems' task (one with "
+                        "training rows)")
     path: str | None = setting(None, help="local jsonl/parquet in the task's schema; empty: the shipped copy "
                                "(dapo-math), else the hub")
     hub: bool = setting(False, help="read the training rows from the Hugging Face Hub, not the shipped copy "
@@ -134,8 +147,9 @@ class RewardSpec:
 @dataclass
 class SFTStage:
     enabled: bool = setting(True, help="run the SFT format warmup")
-    task: str | None = setting(None, choices=_task_names,
-                               help="where worked solutions come from; default: data.task (dapo-math has none)")
+    task: str | None = setting(None, choices=_solution_task_names,
+                               help="where worked solutions come from (a task with training rows that carry them); "
+                               "default: data.task")
     path: str | None = setting(None, help="local file for that task; default: data.path when the task is the same")
     num_examples: int = setting(400, ge=1, help="worked solutions rendered by the format")
     max_tokens: int = setting(512, ge=1, help="examples longer than this (prompt + completion) are dropped")
@@ -235,6 +249,11 @@ class ExportConfig:
                                                     "model changes nearly all) ...")
     verify_min_same_verdicts_quantised: float = setting(0.9, ge=0, le=1, help="... and the share whose verdict must "
                                                         "agree")
+    verify_min_same_verdicts_engines: float = setting(0.9, ge=0, le=1, help="when the run evaluated on another engine "
+                                                      "than aha's HF generation (vLLM, Unsloth's): the adapter re-run "
+                                                      "on HF, the share whose verdict must agree with the final "
+                                                      "evaluation's (two engines' texts part at near-ties, so texts "
+                                                      "are not judged); the exports are then held to that re-run")
 
 
 @dataclass

@@ -23,21 +23,71 @@ RUNTIME_FIELDS = frozenset({"output_dir", "max_completion_length", "use_vllm", "
 
 
 def trl_class(stage: str) -> type:
+    """The config class training builds: TRL's own, or, once Unsloth is imported, the subclass
+    Unsloth put in its place (``UnslothGRPOConfig``), whose defaults and ``__init__`` differ."""
     import trl
 
     return getattr(trl, TRL_CLASS[stage])
 
 
+def pristine_class(stage: str) -> type:
+    """TRL's own config class, also after Unsloth replaced it: the deepest class of that name
+    in the installed class's ancestry (Unsloth's subclass wears TRL's name and module)."""
+    cls = trl_class(stage)
+    return next(base for base in reversed(cls.__mro__) if base.__name__ == TRL_CLASS[stage])
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """What each field is when a config of ``cls`` is built without it: its ``__init__``'s
+    defaults (Unsloth's subclass declares its own there, over TRL's dataclass fields)."""
+    import inspect
+
+    fields = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+              for f in dataclasses.fields(cls) if f.init}
+    signature = inspect.signature(cls.__init__).parameters
+    return {name: signature[name].default if name in signature and signature[name].default is not
+            inspect.Parameter.empty else value for name, value in fields.items()}
+
+
 def trl_default(stage: str, name: str) -> Any:
-    """The installed TRL's default for a field (read from its dataclass, never copied).
+    """TRL's own default for a field (read from its dataclass, never copied).
 
     >>> trl_default("grpo", "num_generations") >= 2
     True
     """
-    for f in dataclasses.fields(trl_class(stage)):
-        if f.name == name:
-            return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    raise KeyError(name)
+    defaults = _defaults(pristine_class(stage))
+    if name not in defaults:
+        raise KeyError(name)
+    return defaults[name]
+
+
+# GRPO fields that decide what is optimised. Unsloth's config rewrites each of them when it is left
+# unset (an explicit dapo loss turns on truncated-completion masking and epsilon_high 0.28; importance
+# sampling correction defaults off; an unset loss and beta become its own picks), so aha always passes
+# them, at TRL's own defaults where the recipe is silent: one recipe, one objective, on either backend.
+OBJECTIVE_FIELDS = ("loss_type", "beta", "scale_rewards", "mask_truncated_completions", "epsilon", "epsilon_high",
+                    "importance_sampling_level", "vllm_importance_sampling_correction", "num_iterations", "top_entropy_quantile")
+
+
+# Left to the installed class: SFT's loss_type (TRL's chunked_nll and Unsloth's nll are one loss; Unsloth
+# computes it with its own fused kernel, which chunked_nll would bypass).
+KEEP_INSTALLED = frozenset({("sft", "loss_type")})
+
+
+def explicit_values(stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with TRL's own defaults written out wherever the installed config class
+    would default (or, for GRPO's objective, resolve) otherwise, so TRL and Unsloth build the
+    same config. ``epsilon_high`` unset means ``epsilon`` in TRL; Unsloth reads unset as 0.28."""
+    pristine, installed = _defaults(pristine_class(stage)), _defaults(trl_class(stage))
+    out = dict(values)
+    for name, default in pristine.items():
+        if name in out or (stage, name) in KEEP_INSTALLED:
+            continue
+        if installed.get(name, default) != default or (stage == "grpo" and name in OBJECTIVE_FIELDS):
+            out[name] = default
+    if stage == "grpo" and out.get("epsilon_high") is None:
+        out["epsilon_high"] = out["epsilon"]
+    return out
 
 
 def trl_value(recipe: Recipe, stage: str, name: str) -> Any:
@@ -48,9 +98,20 @@ def trl_value(recipe: Recipe, stage: str, name: str) -> Any:
 
 
 def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
-    """THE place a stage's TRL config is constructed: the recipe's fields as written, plus
-    what the runner owns (seed, precision, the SFT length, the reward weights). For a launch of ``processes`` validated from one process, the batch
-    TRL checks is the launch's (``check_global_batch`` has already said anything wrong with it)."""
+    """THE place a stage's TRL config is constructed, from :func:`trl_values`."""
+    values = trl_values(recipe, stage, processes)
+    try:
+        return trl_class(stage)(**values)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{stage}: {str(err).splitlines()[0]}") from None
+
+
+def trl_values(recipe: Recipe, stage: str, processes: int = 1) -> dict[str, Any]:
+    """The keyword arguments of a stage's TRL config: the recipe's fields as written, plus
+    what the runner owns (seed, precision, the SFT length, the reward weights), with TRL's
+    own defaults written out where Unsloth's class would differ (:func:`explicit_values`).
+    For a launch of ``processes`` validated from one process, the batch TRL checks is the
+    launch's (``check_global_batch`` has already said anything wrong with it)."""
     import torch
 
     values = dict(getattr(recipe, stage).trl)
@@ -69,10 +130,7 @@ def build_trl_args(recipe: Recipe, stage: str, processes: int = 1) -> Any:
         values.update(seed=grpo_seed(recipe), reward_weights=[spec.weight for spec in recipe.grpo.rewards])
         if processes > world_size() and "per_device_train_batch_size" in values:
             values["per_device_train_batch_size"] *= processes // world_size()
-    try:
-        return trl_class(stage)(**values)
-    except (TypeError, ValueError) as err:
-        raise RecipeError(f"{stage}: {str(err).splitlines()[0]}") from None
+    return explicit_values(stage, values)
 
 
 def for_run(args: Any, **runtime: Any) -> Any:

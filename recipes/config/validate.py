@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .machine import unverified_versions, world_size
+from .machine import dtype_problem, llama_cpp_problem, pick_backend, resolve_dtype, unverified_versions, world_size
 from .schema import BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, resolve_path, unsloth_refusal
 
 
 def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
     """Every check, for a run on ``processes`` processes (default: this launch's, 1 alone)."""
-    from aha.eval.tasks import LEVELS
+    from aha.eval.tasks import LEVELS, SOLUTION_TASKS, TASKS
     from aha.formats import get_format
     from aha.rewards import get_reward
 
@@ -48,9 +48,9 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
             raise RecipeError(f"{where}: no such data file: {p}")
     if recipe.data.hub and recipe.data.task == "arith":
         raise RecipeError("data.hub: arith is generated from a seed; there is no hub copy to read")
-    if recipe.sft.enabled and (recipe.sft.task or recipe.data.task) == "dapo-math":
-        raise RecipeError("sft: dapo-math has no worked solutions; set sft.task to gsm8k or arith for the warmup, "
-                          "or sft.enabled false")
+    if recipe.sft.enabled and not TASKS[recipe.sft.task or recipe.data.task].solutions:
+        raise RecipeError(f"sft: {recipe.sft.task or recipe.data.task} has no worked solutions; set sft.task to one "
+                          f"that has ({', '.join(SOLUTION_TASKS)}) for the warmup, or sft.enabled false")
     if recipe.grpo.select == "learnable" and recipe.grpo.preflight == "off":
         raise RecipeError("grpo.select: learnable needs the preflight's pass rates; set grpo.preflight to stop or warn")
     if recipe.grpo.enabled and not recipe.grpo.rewards:
@@ -76,10 +76,35 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
         if not torch.cuda.is_available():
             raise RecipeError("model.vllm_mode server needs GPUs (one for `aha vllm-serve`, others for training); "
                               "on a CPU use vllm_mode colocate or model.use_vllm false")
-    if recipe.export.gguf and m.backend == "hf":
-        raise RecipeError("export.gguf needs backend unsloth (its GGUF saver); use export.merged with the hf backend")
+    check_backend_fits(recipe)
     recipe.sft.args = build_trl_args(recipe, "sft", processes)
     recipe.grpo.args = build_trl_args(recipe, "grpo", processes)
+
+
+def check_backend_fits(recipe: Recipe) -> None:
+    """What the backend this machine will run (``model.backend``, ``auto`` resolved) cannot do,
+    refused before anything loads: a precision the GPU or Unsloth cannot train at, GGUF without
+    Unsloth's saver or without a llama.cpp to convert with, and a KL term whose reference
+    differs between the backends (TRL keeps the warmup's adapter as the reference, Unsloth
+    the base model)."""
+    m = recipe.model
+    backend = pick_backend("auto", m) if m.backend == "auto" else m.backend  # unsloth without CUDA: the runner says it
+    problem = dtype_problem(resolve_dtype(m.dtype), backend)
+    if problem:
+        raise RecipeError(problem)
+    if recipe.export.gguf:
+        if backend != "unsloth":
+            raise RecipeError("export.gguf needs backend unsloth (its GGUF saver), and this run uses hf; use "
+                              "export.merged with the hf backend")
+        problem = llama_cpp_problem()
+        if problem:
+            raise RecipeError(problem)
+    beta = recipe.grpo.trl.get("beta", 0.0)
+    if backend == "unsloth" and recipe.grpo.enabled and recipe.sft.enabled and isinstance(beta, (int, float)) \
+            and beta > 0:
+        raise RecipeError(f"grpo.beta {beta:g} with the unsloth backend after the SFT warmup: Unsloth's GRPO takes "
+                          "the base model as the KL reference where TRL (backend hf) takes the warmup's adapter, so "
+                          "the two backends would train different objectives; set grpo.beta 0 or backend hf")
 
 
 def check_fields(obj: Any, where: str = "") -> None:

@@ -85,13 +85,14 @@ def result_tables(results: RunResults) -> list[str]:
     (the report's core; the Python API's RunResult shows the same in a notebook)."""
     lines: list[str] = []
     if results.evaluations:
-        lines += ["", "## Evaluations", "", "| stage | task | problems | format | strict | lenient | math-verify | "
-                  "truncated | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Evaluations", "", "| stage | task | engine | problems | format | strict | lenient | "
+                  "math-verify | truncated | mean tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
         for stage, tasks in results.evaluations.items():
             for task, r in tasks.items():
                 if task.endswith(SAMPLED_SUFFIX) or names.pass_at(1, "strict") in r:  # sampled: tables of their own
                     continue
-                lines.append(f"| {stage} | {task} | {r[names.PROBLEMS]} | {r[names.FORMAT_COMPLIANCE]:.1%} | "
+                engine = results.engines.get(stage, {}).get(task, "?")
+                lines.append(f"| {stage} | {task} | {engine} | {r[names.PROBLEMS]} | {r[names.FORMAT_COMPLIANCE]:.1%} | "
                              f"{r[names.accuracy('strict')]:.1%} | {r[names.accuracy('lenient')]:.1%} | "
                              f"{r[names.accuracy('math_verify')]:.1%} | {r[names.TRUNCATION_RATE]:.1%} | "
                              f"{r[names.MEAN_TOKENS]:.1f} |")
@@ -140,5 +141,8 @@ def verification_text(v: dict[str, Any]) -> str:
              f"adapter's, {r['same_verdicts']} the same verdict (strict {r['strict_export']:.1%} vs "
              f"{r['strict_adapter']:.1%})" + (f"; where texts part: {r['reason']}" if r.get("differences") else "")
              for name, r in v["artifacts"].items()]
-    return (f"Loaded as a user loads them, in a fresh process, on the first problems of `{v['task']}` at "
+    engines = v.get("engine", "hf"), v.get("verify_engine", "hf")
+    how = (f" (the run evaluated on {engines[0]}, this check on {engines[1]}: the adapter judged on verdicts, the "
+           f"exports against its {engines[1]} answers)" if engines[0] != engines[1] else f" on {engines[1]}")
+    return (f"Loaded as a user loads them, in a fresh process{how}, on the first problems of `{v['task']}` at "
             f"{v['dtype']}: " + "; ".join(parts) + ".")

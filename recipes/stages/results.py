@@ -28,6 +28,7 @@ class RunResults:
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe as run
     evaluations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stage -> task -> metrics
     asked: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> its instruction and grader, as run
+    engines: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> task -> the engine that generated
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task/label" -> compare report (no ids)
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task-sampled/label" -> pass-rate comparison
     preflight: dict[str, Any] | None = None
@@ -70,6 +71,7 @@ def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> Ru
         for key, s in summaries.items():
             if s and isinstance(s.get("config"), dict):
                 out.asked.setdefault(key, {k: s["config"].get(k) for k in ("instruction", "grader") if k in s["config"]})
+                out.engines.setdefault(stage.name, {})[key] = str(s["config"].get("backend", "?"))
     for key in done.get(COMPARE.name, {}).get("comparisons", []):
         folder = run_dir / COMPARE.name / key
         pair = _json(folder / "compare.json")

@@ -177,7 +177,7 @@ class Run:
         order = {st.name: i for i, st in enumerate(STAGES)}
         done = [order[s] for s in self.state["stages"] if s in order]
         for key in changed:
-            first = order[first_reader(key).name]
+            first = order[first_reader(key, self.recipe).name]
             if any(i >= first for i in done):
                 raise RecipeError(f"{self.dir} holds a run of a different recipe ({key} changed after stages that "
                                   "read it ran); re-run the same command to resume, or pass --out NEW_DIR")
@@ -227,7 +227,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
                stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
     ``restart_from`` runs that stage and every later one again (their outputs are replaced)."""
-    from ..training.models import pick_backend
+    from ..config.machine import pick_backend
 
     pick_backend(recipe.model.backend, recipe.model)  # "unsloth without a GPU" is refused before the run directory is touched
     stages = plan(recipe)
@@ -281,6 +281,9 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             except BaseException:
                 log.error("stage %s stopped after %.1f s; finished stages are kept", name, time.time() - started)
                 raise
+            if backend is not None and not any(BY_NAME[s].needs_model for s in todo[todo.index(name) + 1:]):
+                backend.close()  # no later stage needs it: its engine's memory is free for verify-export's fresh process
+                backend = None
             release_free_memory()
             peak = peak_memory_gib()
             run.finish(name, time.time() - started, {**(result or {}), "peak_memory_gib": peak})

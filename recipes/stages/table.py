@@ -30,7 +30,8 @@ class Stage:
     doc: str  # what it does, in one line (the notebook and `--dry-run` show it)
     run: Callable[[], StageFn]  # returns the stage function (imported late: stages import the training stack)
     enabled: Callable[[Recipe], bool] = _always  # does this recipe run it?
-    reads: tuple[str, ...] = ()  # recipe sections or keys that this stage is the first to read
+    # recipe sections or keys that this stage is the first to read (or a function of the recipe that says which)
+    reads: tuple[str, ...] | Callable[[Recipe], tuple[str, ...]] = ()
     every_process: bool = False  # under a launch: True runs on every process (training), else on the main one
     needs_model: bool = True  # False: reads only what earlier stages wrote (no backend is made for it)
     evaluates: Callable[[Path, Recipe], str | None] | None = None  # an evaluation: the adapter it evaluates
@@ -58,6 +59,14 @@ def _stage(module: str, name: str) -> Callable[[], StageFn]:
     return load
 
 
+GRPO_SAMPLING = ("grpo.temperature", "grpo.top_p", "grpo.top_k", "grpo.min_p")  # preflight.grpo_sampling's keys
+
+
+def _evaluation_reads(recipe: Recipe) -> tuple[str, ...]:
+    """After training, an evaluation also samples at GRPO's own settings when ``eval.sampled_k`` is set."""
+    return ("eval.sampled_k", "eval.sampled_limit") + (GRPO_SAMPLING if recipe.eval.sampled_k else ())
+
+
 EVAL_BEFORE = Stage("eval-before", "evaluate the model as it is (held-out problems, greedy)",
                     _stage("evaluate", "evaluate_stage"), enabled=lambda r: r.eval.enabled,
                     evaluates=lambda run_dir, recipe: None)
@@ -66,7 +75,7 @@ SFT = Stage("sft", "format warmup: supervised fine-tuning on worked solutions in
 EVAL_AFTER_SFT = Stage("eval-after-sft", "evaluate after the warmup, so GRPO's own share can be measured",
                        _stage("evaluate", "evaluate_stage"),
                        enabled=lambda r: r.eval.enabled and r.eval.after_sft and r.sft.enabled and r.grpo.enabled,
-                       reads=("eval.sampled_k", "eval.sampled_limit"),
+                       reads=_evaluation_reads,
                        evaluates=lambda run_dir, recipe: str(adapter_of(run_dir, SFT)))
 PREFLIGHT = Stage("preflight", "sample the starting policy exactly as GRPO will; stop on what would make GRPO "
                   "learn nothing", _stage("training", "preflight_stage"),
@@ -74,7 +83,7 @@ PREFLIGHT = Stage("preflight", "sample the starting policy exactly as GRPO will;
 GRPO = Stage("grpo", "LoRA GRPO on the recipe's reward layers", _stage("training", "grpo_stage"),
              enabled=lambda r: r.grpo.enabled, reads=("grpo",), every_process=True)
 EVAL_AFTER = Stage("eval-after", "evaluate the final adapter", _stage("evaluate", "evaluate_stage"),
-                   enabled=lambda r: r.eval.enabled and _trains(r), reads=("eval.sampled_k", "eval.sampled_limit"),
+                   enabled=lambda r: r.eval.enabled and _trains(r), reads=_evaluation_reads,
                    evaluates=lambda run_dir, recipe: final_adapter(run_dir, recipe))
 COMPARE = Stage("compare", "paired before/after tests (exact McNemar; sign test on sampled pass rates)",
                 _stage("compare", "compare_stage"), enabled=lambda r: r.eval.enabled and _trains(r),
@@ -114,11 +123,12 @@ def plan(recipe: Recipe) -> list[str]:
     return [s.name for s in STAGES if s.enabled(recipe)]
 
 
-def first_reader(key: str) -> Stage:
-    """The first stage that reads recipe value ``key`` (``section.key``); a value no stage
-    names is read by the first stage."""
+def first_reader(key: str, recipe: Recipe) -> Stage:
+    """The first stage that reads recipe value ``key`` (``section.key``) in ``recipe``; a value
+    no stage names is read by the first stage."""
     section = key.split(".")[0]
     for stage in STAGES:
-        if key in stage.reads or section in stage.reads:
+        reads = stage.reads(recipe) if callable(stage.reads) else stage.reads
+        if key in reads or section in reads:
             return stage
     return STAGES[0]

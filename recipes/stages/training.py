@@ -50,9 +50,10 @@ def preflight(recipe: Recipe, fmt: Format, backend: TrainingBackend, adapter: st
     generator = backend.generator(adapter)
     tokenizer = generator.tokenizer
     rows, longest = grpo_rows(recipe, fmt, tokenizer, training_problems(recipe, "grpo"))
-    funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token)
+    length = completion_length(recipe, longest)
+    funcs, weights = reward_functions(recipe, fmt, tokenizer.eos_token, length)
     with prompts_per_batch_for(generator, int(recipe.grpo.args.num_generations)):
-        return run_preflight(recipe, fmt, generator, rows, completion_length(recipe, longest), funcs, weights, out_dir)
+        return run_preflight(recipe, fmt, generator, rows, length, funcs, weights, out_dir)
 
 
 def preflight_stage(ctx: Context) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
                     "engine and the trained policy: aha cannot check that rollouts come from the policy being trained")
     trainer, watch = grpo_trainer(recipe, model, tokenizer, ctx.fmt, rows, completion_length(recipe, longest), out,
                                   peft_config=peft_config, **rollout)
-    result = {"prompts": len(rows), **train_and_save(trainer, out)}
+    result = {"prompts": len(rows), **train_and_save(trainer, out, broken=lambda: watch.diverged)}
     if watch.stopped:
         raise RecipeError(watch.stopped)
     if trainer.accelerator.is_main_process:

@@ -34,6 +34,7 @@ from .table import EVAL_AFTER, EXPORT
 
 log = logging.getLogger("aha")
 VERIFICATION_FILE = "verification.json"
+VERIFY_ENGINE = "hf"  # what the fresh process evaluates with: a user's `aha eval` on the folder on disk
 # A launch's processes leave these in the environment; the fresh process is a user's, not a rank of the launch.
 _LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
@@ -46,7 +47,7 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
                "--format", resolve_path(recipe.format, ctx.run.recipe_dir), "--limit", str(limit), "--seed",
                str(task.seed), "--level", str(task.level), "--max-new-tokens",
                str(recipe.eval.max_new_tokens), "--batch-size", str(recipe.eval.batch_size), "--dtype",
-               resolve_dtype(recipe.model.dtype), "--backend", "hf", "--out", str(out)]
+               resolve_dtype(recipe.model.dtype), "--backend", VERIFY_ENGINE, "--out", str(out)]
     if task.path:
         command += ["--data", resolve_path(task.path, ctx.run.recipe_dir)]
     if adapter:
@@ -152,11 +153,22 @@ def compare_answers(reference: dict[str, dict], exported: dict[str, dict], ids: 
 
 
 def thresholds(x: ExportConfig) -> dict[str, dict[str, float]]:
-    """Each precision class's shares (of the verified problems) that must match, from the recipe."""
+    """Each precision class's shares (of the verified problems) that must match, from the recipe;
+    ``engines``: the same weights on two engines, judged on verdicts alone."""
     return {"same": {"identical_texts": x.verify_min_identical},
             "rounded": {"identical_texts": x.verify_min_identical_rounded, "same_verdicts": x.verify_min_same_verdicts},
             "quantised": {"identical_texts": x.verify_min_identical_quantised,
-                          "same_verdicts": x.verify_min_same_verdicts_quantised}}
+                          "same_verdicts": x.verify_min_same_verdicts_quantised},
+            "engines": {"same_verdicts": x.verify_min_same_verdicts_engines}}
+
+
+
+def engine_of(results: Path) -> str:
+    """The engine an evaluation's answers came from (its fingerprint's ``backend``)."""
+    from aha.eval.runner import FINGERPRINT_FILE
+
+    path = results / FINGERPRINT_FILE
+    return str(read_json(path).get("backend", VERIFY_ENGINE)) if path.is_file() else VERIFY_ENGINE
 
 
 def judge(name: str, result: dict[str, Any], kind: str, reason: str, needed: dict[str, float]) -> str | None:
@@ -184,22 +196,30 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     limit = min(recipe.export.verify_problems, len(problems))
     ids = [p.id for p in problems[:limit]]
     reference = read_done(run.path(EVAL_AFTER.name, key, SAMPLES_FILE))
+    engine = engine_of(run.path(EVAL_AFTER.name, key))
     base = str(run.path("base")) if run.path("base", "config.json").is_file() else recipe.model.name
     evaluated, needs = resolve_dtype(recipe.model.dtype), thresholds(recipe.export)
-    artifacts = [("adapter", base, exports["adapter"], None, precision_class("adapter", None, evaluated))]
+    adapter_class = precision_class("adapter", None, evaluated) if engine == VERIFY_ENGINE else (
+        "engines", f"the run evaluated on {engine}, this check on aha's HF generation: two engines' greedy texts part "
+        "at near-ties, so only verdicts are judged, and the exports are held to this HF re-run of the adapter")
+    artifacts = [("adapter", base, exports["adapter"], None, adapter_class)]
     if exports.get("merged"):
         saved = saved_dtype(exports["merged"])
         artifacts.append(("merged", exports["merged"], None, None, precision_class("merged", saved, evaluated)))
     for gguf in sorted(Path(exports["gguf"]).glob("*.gguf")) if exports.get("gguf") else []:
         artifacts.append((f"gguf/{gguf.name}", str(gguf.parent), None, gguf.name, precision_class("gguf", None, evaluated)))
     shutil.rmtree(ctx.path(), ignore_errors=True)  # answers of an earlier export must never be taken for this one's
-    report: dict[str, Any] = {"task": key, "dtype": evaluated, "artifacts": {}}
+    report: dict[str, Any] = {"task": key, "dtype": evaluated, "engine": engine, "verify_engine": VERIFY_ENGINE,
+                              "artifacts": {}}
     failures = []
     outs = {name: ctx.path(name.replace("/", "-")) for name, *_ in artifacts}
     _fresh_evals({f"export/{name}": _eval_command(ctx, model, outs[name], limit, adapter, gguf_file)
                   for name, model, adapter, gguf_file, _ in artifacts})
+    # One engine per comparison: the exports against the adapter's answers from the same engine and precision.
+    same_engine = reference if engine == VERIFY_ENGINE else read_done(outs["adapter"] / SAMPLES_FILE)
     for name, _, _, _, (kind, reason) in artifacts:
-        result = compare_answers(reference, read_done(outs[name] / SAMPLES_FILE), ids)
+        result = compare_answers(reference if name == "adapter" else same_engine, read_done(outs[name] / SAMPLES_FILE),
+                                 ids)
         failure = judge(name, result, kind, reason, needs[kind])
         report["artifacts"][name] = result
         log.info("verify-export %s: %d of %d answers the same text, %d the same verdict; strict %.1f%% (export) vs "

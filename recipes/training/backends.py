@@ -5,8 +5,9 @@ written once, in ``aha.recipes.stages``.
 
 - ``hf``: evaluation through aha's batched HF generation, or through one vLLM engine when
   ``model.use_vllm`` is set (GRPO rollouts then run on TRL's vLLM colocate or server mode).
-- ``unsloth``: FastLanguageModel with its vLLM engine (fast_inference); evaluation goes
-  through that same engine with the trained LoRA named in every request.
+- ``unsloth``: FastLanguageModel, with its vLLM engine (fast_inference) where vLLM can serve;
+  evaluation goes through that same engine with the trained LoRA named in every request, or
+  without vLLM through aha's batched HF generation on Unsloth's model.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, Protocol
 
 from aha.eval.backends import Generator
 
-from ..config.machine import resolve_dtype
+from ..config.machine import choose_backend, resolve_dtype
 from ..config.schema import Recipe, RecipeError
-from .models import load_for_training, lora_config, pick_backend, prepare_base
+from .models import load_for_training, lora_config, prepare_base
 
 log = logging.getLogger("aha")
 
@@ -51,8 +52,8 @@ class TrainingBackend(Protocol):
 
 
 def make_backend(recipe: Recipe, run_dir: Path) -> TrainingBackend:
-    name = pick_backend(recipe.model.backend, recipe.model)
-    log.info("backend: %s", name)
+    name, why = choose_backend(recipe.model.backend, recipe.model)
+    log.info("backend: %s (%s)", name, why)
     if name == "unsloth":
         from .unsloth_backend import UnslothBackend
 
@@ -77,7 +78,7 @@ class HFTrainBackend:
                 self._vllm = VLLMBackend(self.base, max_lora_rank=vllm_lora_rank([self.recipe.lora.r]),
                                          dtype=resolve_dtype(self.recipe.model.dtype),
                                          max_model_len=self.recipe.model.max_seq_length, enforce_eager=True)
-            return AdapterBound(self._vllm, adapter)
+            return AdapterBound(self._vllm, adapter)  # a longer evaluation is refused, never cut (check_lengths)
         model, tokenizer = load_model(self.base, adapter=adapter, dtype=resolve_dtype(self.recipe.model.dtype))
         return HFBackend(model, tokenizer, batch_size=self.recipe.eval.batch_size)
 
@@ -85,7 +86,11 @@ class HFTrainBackend:
         if self._vllm is not None:  # training next: give back the evaluation engine's memory
             self._vllm.close()
             self._vllm = None
-            gc.collect()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def training_model(self, adapter: str | None) -> tuple[Any, Any, Any]:
         self._free_engine()

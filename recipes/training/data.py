@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from aha.eval.stats import quantile
-from aha.eval.tasks import Problem, load_dapo, load_gsm8k, make_arith, normalize_question
+from aha.eval.tasks import Problem, load_dapo, normalize_question
 from aha.formats import Format
 
 from ..config.schema import Recipe, RecipeError
@@ -44,14 +44,11 @@ def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
     """The training split for a stage. DAPO-Math's training rows never hold its held-out problems
     (``aha.eval.tasks.dapo_training``); any question that also appears in an evaluation task is
     dropped, so evaluation is never contaminated."""
+    from aha.eval import load_task
+
     d = recipe.data
     task, path = training_source(recipe, stage)
-    if task == "arith":
-        problems = make_arith(d.num_train, level=d.level, seed=d.seed)
-    elif task == "gsm8k":
-        problems = load_gsm8k(path, split="train")
-    else:
-        problems = load_dapo(path, part="train", hub=d.hub)
+    problems = load_task(task, path=path, split="train", hub=d.hub, n=d.num_train, level=d.level, seed=d.seed)
     held = {normalize_question(p.question) for ps in eval_problems(recipe).values() for p in ps}
     kept = [p for p in problems if normalize_question(p.question) not in held]
     if len(kept) < len(problems):

@@ -14,37 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config.machine import resolve_dtype
+from ..config.machine import has_unsloth, resolve_dtype
 from ..config.schema import ModelConfig, RecipeError, unsloth_refusal
 
 log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
-    """``auto`` -> unsloth when CUDA and unsloth are both present and Unsloth can load the
-    model (:func:`aha.recipes.config.schema.unsloth_refusal`), else hf (said in the log on
-    a CUDA machine). ``unsloth`` where it cannot run is refused in one line."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
-    refusal = unsloth_refusal(model) if model is not None else None
-    if requested == "auto":
-        if cuda and has_unsloth and not refusal:
-            return "unsloth"
-        if cuda:
-            log.info("backend auto -> hf: %s", "unsloth is not installed" if not has_unsloth else refusal)
-        return "hf"
-    if requested == "unsloth":
-        if refusal:
-            raise RecipeError(refusal)
-        if not cuda:
-            raise RecipeError("model.backend unsloth needs a CUDA GPU and this machine has none; "
-                              "use model.backend: hf (or auto)")
-        if not has_unsloth:
-            raise RecipeError("model.backend unsloth needs unsloth: pip install 'aha-recipes[unsloth]'")
-    return requested
 
 
 def unsloth_wanted(data: dict[str, Any]) -> bool:
@@ -58,7 +32,7 @@ def unsloth_wanted(data: dict[str, Any]) -> bool:
         return False
     import torch
 
-    return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+    return torch.cuda.is_available() and has_unsloth()
 
 
 def import_unsloth_first(compile_cache: Path) -> None:
@@ -70,7 +44,7 @@ def import_unsloth_first(compile_cache: Path) -> None:
 
     import torch
 
-    if not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None:
+    if not torch.cuda.is_available() or not has_unsloth():
         return
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(compile_cache))
     import unsloth  # noqa: F401
@@ -194,3 +168,24 @@ def lora_config(recipe: Any):
     spec = recipe.lora
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
                       task_type="CAUSAL_LM")
+
+
+def load_lora_weights(model: Any, adapter: str | Path) -> None:
+    """Put a saved adapter's LoRA weights into ``model``'s LoRA layers (a PEFT model of the same
+    shape). PEFT reports keys that did not fit rather than raising; a LoRA weight missing from
+    the file or a file weight the model has no place for would leave GRPO training a fresh (or a
+    partly fresh) adapter without a word, so either is an error here."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise RecipeError(f"{adapter}: no adapter_model.safetensors to load the LoRA weights from")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    unexpected = list(getattr(result, "unexpected_keys", None) or [])
+    missing = [k for k in getattr(result, "missing_keys", None) or [] if "lora_" in k]
+    if unexpected or missing:
+        example = (unexpected or missing)[0]
+        raise RecipeError(f"{adapter}: its LoRA weights do not fit this model ({len(missing)} of the model's LoRA "
+                          f"weights missing from the file, {len(unexpected)} in the file with no place in the model, "
+                          f"e.g. {example}); it was saved for another model, rank or target_modules")

@@ -14,9 +14,9 @@ from transformers import TrainerCallback
 
 from aha.eval.files import write_json
 from aha.formats import Format
-from aha.rewards import get_reward
+from aha.rewards import get_reward, reward_options
 
-from ..config.schema import Recipe
+from ..config.schema import Recipe, RecipeError
 from ..config.trl_args import for_run
 
 log = logging.getLogger("aha")
@@ -62,12 +62,16 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def train_and_save(trainer: Any, out_dir: Path) -> dict[str, Any]:
-    """Train (from the last complete checkpoint, if any), then save the adapter and the log."""
+def train_and_save(trainer: Any, out_dir: Path, broken: Any = None) -> dict[str, Any]:
+    """Train (from the last complete checkpoint, if any), then save the adapter and the log.
+    ``broken`` (a callable): why the weights training ended with must not be saved (None: save)."""
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
+    why = broken() if broken else None
+    if why:
+        raise RecipeError(why)
     # Every process takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights); the main one writes.
     trainer.save_model(str(out_dir / "adapter"))
     if trainer.accelerator.is_main_process:
@@ -106,10 +110,15 @@ def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str,
                       peft_config=peft_config)
 
 
-def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None) -> tuple[list[Any], list[float]]:
+def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None,
+                     max_completion_length: int | None = None) -> tuple[list[Any], list[float]]:
+    """The recipe's reward layers, bound; a layer that takes the completion length limit
+    (``max_completion_length``) gets GRPO's own unless its options set one."""
     funcs, weights = [], []
     for spec in recipe.grpo.rewards:
         options = dict(spec.options)
+        if max_completion_length and "max_completion_length" in reward_options(spec.name, recipe.grpo.reward_mode):
+            options.setdefault("max_completion_length", max_completion_length)
         if recipe.grpo.reward_mode == "faithful" and eos_token and spec.name in ("format_exact", "check_answer",
                                                                                  "check_answer_numeric",
                                                                                  "match_format_exactly"):
@@ -129,8 +138,8 @@ def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: 
     from trl import GRPOTrainer
 
     _allow_another_accelerator()
-    funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(recipe, fmt,
-                                                                                           tokenizer.eos_token)
+    funcs, weights = (list(rewards[0]), list(rewards[1])) if rewards else reward_functions(
+        recipe, fmt, tokenizer.eos_token, max_completion_length)
     watch = RewardWatch(recipe, funcs, max_completion_length)
     funcs[0] = PassRateLogged(funcs[0], fmt)
     if rewards:
@@ -193,6 +202,7 @@ class RewardWatch(TrainerCallback):
         self.errors: dict[str, int] = {}  # completions each reward raised on (scored None), so far
         self.gap_run = 0  # logged steps in a row whose rollout log-prob gap was above the stop threshold
         self.stopped: str | None = None  # why GRPO was stopped, if it was
+        self.diverged: str | None = None  # why GRPO was stopped with weights not worth saving (NaN/inf)
 
     def _watch_rollouts(self, step: int, logs: dict[str, float], control: Any) -> None:
         """Rollouts from another engine (vLLM) must come from the policy being trained. TRL
@@ -215,6 +225,18 @@ class RewardWatch(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True
 
+    def _watch_numbers(self, step: int, logs: dict[str, float], control: Any) -> None:
+        """A NaN or infinite loss or gradient norm poisons the weights from that step on (a known
+        failure of 16-bit GRPO): stop at once, save nothing more, and keep the last good checkpoint."""
+        bad = [f"{key} {logs[key]}" for key in ("loss", "grad_norm")
+               if isinstance(logs.get(key), (int, float)) and not math.isfinite(logs[key])]
+        if bad and self.diverged is None:
+            self.diverged = (f"grpo stopped at step {step}: {' and '.join(bad)}; nothing from this step on was saved and "
+                             "the last good checkpoint is kept (re-running resumes from it). Lower the learning rate, "
+                             "check the rewards for inf, or train at float32 (model.dtype)")
+            control.should_training_stop = True
+            control.should_save = False
+
     def error_counts(self) -> dict[str, int]:
         """Completions each reward raised on, over the whole training (only those with any)."""
         return {f.__name__: f.errors for f in self.funcs if getattr(f, "errors", 0)}
@@ -233,6 +255,9 @@ class RewardWatch(TrainerCallback):
                 if seen == 0 or count >= 2 * seen:  # the first error, then each doubling: counted, not spammed
                     log.warning("step %s: reward %s has raised on %d completions so far (scored None there; the first "
                                 "traceback is in the log)", state.global_step, func.__name__, count)
+        self._watch_numbers(state.global_step, logs, control)
+        if self.diverged:
+            return
         self._watch_rollouts(state.global_step, logs, control)
         clipped = logs.get("completions/clipped_ratio")
         if clipped is not None and clipped > self.recipe.grpo.warn_truncated_ratio:

@@ -1,7 +1,13 @@
-"""The unsloth backend (CUDA only): FastLanguageModel with its vLLM engine (fast_inference),
-LoRA, TRL's SFT and GRPO trainers as Unsloth patches them, evaluation through that same
-engine with the trained LoRA named in every request, and Unsloth's savers for merged
-and GGUF export.
+"""The unsloth backend (CUDA only): FastLanguageModel with LoRA, TRL's SFT and GRPO trainers as
+Unsloth patches them, and Unsloth's savers for merged and GGUF export.
+
+Generation takes one of two paths, chosen once when the model loads and said in the log:
+
+- vLLM usable here (:func:`aha.recipes.config.machine.vllm_problem`): Unsloth's vLLM engine
+  (``fast_inference``) for GRPO's rollouts and for evaluation, the trained LoRA named in every
+  request (loaded once per evaluation);
+- no usable vLLM: aha's batched HF generation on Unsloth's own model for evaluation, TRL's
+  own generation for rollouts.
 
 Without CUDA the runner refuses this backend in one line before anything loads. The CLI
 imports unsloth before anything imports transformers, TRL or PEFT, so its patches apply,
@@ -10,27 +16,42 @@ with its compiled cache in the run folder.
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from aha.eval import Generation, Sampling
-from aha.eval.backends import generations_from_vllm, vllm_sampling_params
+from aha.eval import Generation, HFBackend, Sampling
+from aha.eval.backends import check_lengths, generations_from_vllm, vllm_sampling_params
 
-from ..config.schema import Recipe
+from ..config.machine import resolve_dtype, vllm_problem
+from ..config.schema import Recipe, RecipeError
+from .models import load_lora_weights
+
+log = logging.getLogger("aha")
 
 
 class UnslothBackend:
     name = "unsloth"
 
     def __init__(self, recipe: Recipe):
+        import torch
         import unsloth  # noqa: F401 - must come before transformers/trl so its patches apply
         from unsloth import FastLanguageModel
 
         self.recipe = recipe
         m = recipe.model
+        problem = vllm_problem()
+        self.fast_inference = problem is None
+        if problem:
+            log.info("unsloth: %s, so evaluation runs aha's batched HF generation on Unsloth's model and GRPO's "
+                     "rollouts TRL's own generation (slower than vLLM; the same answers' definition)", problem)
+        # use_exact_model_name: load the recipe's own repo (Unsloth would otherwise swap Qwen/... for unsloth/...,
+        # which a cache holding the recipe's repo does not have offline).
         self.model, self.tokenizer = FastLanguageModel.from_pretrained(
-            model_name=m.name, max_seq_length=m.max_seq_length, load_in_4bit=m.load_in_4bit, fast_inference=True,
-            max_lora_rank=recipe.lora.r, gpu_memory_utilization=m.gpu_memory_utilization)
+            model_name=m.name, max_seq_length=m.max_seq_length, dtype=getattr(torch, resolve_dtype(m.dtype)),
+            load_in_4bit=m.load_in_4bit, fast_inference=self.fast_inference, max_lora_rank=recipe.lora.r,
+            gpu_memory_utilization=m.gpu_memory_utilization, use_exact_model_name=True)
         self.model = FastLanguageModel.get_peft_model(
             self.model, r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
             target_modules=recipe.lora.target_modules, use_gradient_checkpointing="unsloth", random_state=recipe.seed)
@@ -38,34 +59,45 @@ class UnslothBackend:
         self._loaded: str | None = None  # the adapter whose weights the LoRA layers hold now
 
     def generator(self, adapter: str | None) -> Any:
-        return _EngineGenerator(self, adapter)
+        if self.fast_inference:
+            return _EngineGenerator(self, adapter)
+        return _ModelGenerator(self, adapter)
+
+    def hold(self, adapter: str) -> None:
+        """Put ``adapter``'s weights into the model's LoRA layers (after a resume in a new
+        process, or to evaluate it without vLLM); a file that does not fit is an error."""
+        if self._loaded != adapter:
+            load_lora_weights(self.model, adapter)
+            self._loaded = adapter
 
     def training_model(self, adapter: str | None) -> tuple[Any, Any, Any]:
-        """The one model, with its LoRA already on; after a resume in a new process, the
-        starting adapter's weights are put back in place first."""
-        if adapter and self._loaded != adapter:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
-            self._loaded = adapter
+        """The one model, with its LoRA already on, holding ``adapter``'s weights when given."""
+        if adapter:
+            self.hold(adapter)
         return self.model, self.tokenizer, None
 
     def rollout_args(self) -> dict[str, Any]:
-        return {"use_vllm": True}  # Unsloth's patched trainer generates with the model's own engine
+        # Unsloth's patched trainer generates with the model's own vLLM engine; without one, TRL's generate.
+        return {"use_vllm": True} if self.fast_inference else {}
 
     def trained(self, adapter: Path) -> None:
         self._loaded = str(adapter)
 
     def merge(self, adapter: str, out: Path) -> Path:
-        self.training_model(adapter)
+        self.hold(adapter)
         self.model.save_pretrained_merged(str(out), self.tokenizer, save_method="merged_16bit")
         return out
 
     def gguf(self, adapter: str, out: Path, quantization: str) -> Path:
-        self.training_model(adapter)
-        self.model.save_pretrained_gguf(str(out), self.tokenizer, quantization_method=quantization)
-        return out
+        """Unsloth writes the ``.gguf`` files beside ``out`` (``<out>_gguf``) and says where: that
+        folder is what the run records, verifies and reports."""
+        self.hold(adapter)
+        folder = gguf_folder(self.model.save_pretrained_gguf(str(out), self.tokenizer, quantization_method=quantization),
+                             out)
+        if not any(folder.glob("*.gguf")):
+            raise RecipeError(f"export.gguf: Unsloth's GGUF saver wrote no .gguf file into {folder}; its log above says "
+                              "why")
+        return folder
 
     def close(self) -> None:
         """Stop the vLLM engine Unsloth started and give back the model's GPU memory."""
@@ -83,17 +115,59 @@ class UnslothBackend:
             torch.cuda.empty_cache()
 
 
+def gguf_folder(saved: Any, out: Path) -> Path:
+    """The folder holding the ``.gguf`` files of Unsloth's ``save_pretrained_gguf``, from what it
+    returned (a mapping with ``gguf_directory``, in 2026.10) or else where it writes them.
+
+    >>> str(gguf_folder({"gguf_directory": "/r/x_gguf", "gguf_files": []}, Path("/r/x"))), str(gguf_folder(None, Path("/r/x")))
+    ('/r/x_gguf', '/r/x_gguf')
+    """
+    if isinstance(saved, dict) and saved.get("gguf_directory"):
+        return Path(saved["gguf_directory"])
+    return Path(f"{out}_gguf")
+
+
 class _EngineGenerator:
     """A generator (:class:`aha.eval.backends.Generator`) over Unsloth's ``fast_generate``,
-    bound to one adapter: the trained LoRA is named in each request."""
+    bound to one adapter: the trained LoRA is named in each request, loaded into the engine
+    once for this generator (one evaluation), not once per batch."""
 
     name = "unsloth"
 
     def __init__(self, owner: UnslothBackend, adapter: str | None):
         self.owner, self.adapter, self.tokenizer = owner, adapter, owner.tokenizer
+        self._request: Any = None
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
-        request = self.owner.model.load_lora(self.adapter) if self.adapter else None
-        outputs = self.owner.model.fast_generate(prompts, sampling_params=vllm_sampling_params(sampling),
-                                                 lora_request=request, use_tqdm=False)
+        model = self.owner.model
+        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, self.owner.recipe.model.max_seq_length,
+                      "Unsloth's vLLM engine")
+        if self.adapter and self._request is None:
+            self._request = model.load_lora(self.adapter)
+        outputs = model.fast_generate(prompts, sampling_params=vllm_sampling_params(sampling),
+                                      lora_request=self._request, use_tqdm=False)
         return generations_from_vllm(outputs)
+
+
+class _ModelGenerator:
+    """Without vLLM: aha's batched HF generation on Unsloth's model, its LoRA layers holding the
+    bound adapter's weights (the base model: the adapter switched off)."""
+
+    name = "unsloth-hf"
+
+    def __init__(self, owner: UnslothBackend, adapter: str | None):
+        self.owner, self.adapter, self.tokenizer = owner, adapter, owner.tokenizer
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        from unsloth import FastLanguageModel
+
+        model = self.owner.model
+        if self.adapter:
+            self.owner.hold(self.adapter)
+        FastLanguageModel.for_inference(model)
+        try:
+            with model.disable_adapter() if self.adapter is None else nullcontext():
+                return HFBackend(model, self.tokenizer, batch_size=self.owner.recipe.eval.batch_size).generate(
+                    prompts, sampling)
+        finally:
+            FastLanguageModel.for_training(model)

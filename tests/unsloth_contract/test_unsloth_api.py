@@ -58,8 +58,8 @@ def test_recipe_values_reach_unsloth_by_these_names():
     """The recipe's model and LoRA settings map onto Unsloth's own parameter names."""
     load = {k.arg for c in _calls("from_pretrained") for k in c.keywords}
     peft = {k.arg for c in _calls("get_peft_model") for k in c.keywords}
-    assert {"model_name", "max_seq_length", "load_in_4bit", "fast_inference", "max_lora_rank",
-            "gpu_memory_utilization"} <= load
+    assert {"model_name", "max_seq_length", "dtype", "load_in_4bit", "fast_inference", "max_lora_rank",
+            "gpu_memory_utilization", "use_exact_model_name"} <= load
     assert {"r", "lora_alpha", "lora_dropout", "target_modules", "use_gradient_checkpointing", "random_state"} <= peft
     assert {"model_name", "max_seq_length", "load_in_4bit", "fast_inference", "max_lora_rank",
             "gpu_memory_utilization"} <= _named(_real("from_pretrained"))
@@ -69,3 +69,10 @@ def test_save_methods_accept_our_choices():
     merged = inspect.signature(_real("save_pretrained_merged")).parameters
     assert merged["save_method"].default == "merged_16bit"  # the value we pass explicitly is its documented one
     assert "quantization_method" in inspect.signature(_real("save_pretrained_gguf")).parameters
+
+
+def test_the_generation_switches_we_call_exist():
+    """Without vLLM the backend generates on Unsloth's model between these two switches."""
+    from unsloth import FastLanguageModel
+
+    assert callable(FastLanguageModel.for_inference) and callable(FastLanguageModel.for_training)

@@ -1,0 +1,205 @@
+"""The GPU path, checked on a CPU machine: what only a GPU has (CUDA's availability, its name and
+compute capability) is patched in torch; aha's own code runs as it is. Each rule is shown to
+take the GPU branch: where a model is put, the precision and backend refusals, GGUF's llama.cpp,
+the KL reference, one engine per comparison, NaN guards, LoRA loads that do not fit."""
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from aha.recipes.api import load_recipe
+from aha.recipes.config.schema import RecipeError
+from aha.recipes.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gpu(monkeypatch, capability=(8, 0), name="NVIDIA A100-SXM4-40GB"):
+    """This machine as one with a CUDA GPU of ``capability``, as far as torch's answers go."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+def test_every_model_load_asks_for_the_gpu_when_there_is_one(tiny_qwen3, tiny_adapter, tmp_path, monkeypatch):
+    """Evaluation, the preflight, verify-export, `aha eval`, try_model and the benchmarks load
+    through load_model, and the merge through the same rule: on a CPU machine they load on the
+    CPU; told a GPU is there, each asks torch for CUDA (which this torch, built without it, refuses)."""
+    from aha.eval import load_model
+    from aha.recipes.training.export import merge_adapter
+
+    model, _ = load_model(str(tiny_qwen3), adapter=str(tiny_adapter), dtype="float32")
+    assert model.device.type == "cpu"
+    _gpu(monkeypatch)
+    with pytest.raises((AssertionError, RuntimeError), match="CUDA|cuda"):
+        load_model(str(tiny_qwen3), dtype="float32")
+    with pytest.raises((AssertionError, RuntimeError), match="CUDA|cuda"):
+        merge_adapter(str(tiny_qwen3), str(tiny_adapter), tmp_path / "merged", "bfloat16")
+
+
+# Where a model class's from_pretrained may stand in aha's code, and why it is not load_model.
+PLACED_ELSEWHERE = {
+    ("eval/backends.py", "load_model"): "the rule itself",
+    ("recipes/training/export.py", "merge_adapter"): "placed by the rule (place)",
+    ("recipes/training/models.py", "load_for_training"): "the Trainer places its model (each process its own GPU)",
+    ("recipes/training/models.py", "dequantize_gguf"): "a one-off conversion to a plain folder on the CPU",
+    ("recipes/training/unsloth_backend.py", "__init__"): "Unsloth places its own model",
+    ("benchmarks/train.py", "aha_trainer"): "training benchmark: Unsloth or the Trainer places it",
+    ("benchmarks/train.py", "plain_trainer"): "training benchmark: the Trainer places it",
+}
+MODEL_CLASSES = {"AutoModelForCausalLM", "PeftModel", "FastLanguageModel", "AutoModel", "AutoModelForSequenceClassification"}
+
+
+def test_no_model_load_of_ours_bypasses_the_rule():
+    found = set()
+    for folder in ("eval", "recipes", "formats", "rewards", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+                for call in ast.walk(func):
+                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                            and call.func.attr == "from_pretrained" and isinstance(call.func.value, ast.Name)
+                            and call.func.value.id in MODEL_CLASSES):
+                        found.add((str(path.relative_to(ROOT)), func.name))
+    unexpected = {f for f in found if f not in PLACED_ELSEWHERE}
+    assert not unexpected, f"model loads that skip aha.eval.backends.model_device: {sorted(unexpected)}"
+
+
+def _local_model(tmp_path, tiny_qwen3):
+    return str(tiny_qwen3)
+
+
+@pytest.mark.parametrize("gpu, overrides, message", [
+    (((7, 5), "Tesla T4"), ["model.dtype=bfloat16"], "this GPU (Tesla T4, compute capability 7.5) has no bfloat16"),
+    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=float16"], "float16 with backend unsloth"),
+    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=float32"], "Unsloth trains a float32 model"),
+    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=auto", "grpo.beta=0.04"], "Unsloth's GRPO takes the base model as "
+     "the KL reference"),
+])
+def test_what_a_gpu_cannot_train_is_refused_before_anything_loads(gpu, overrides, message, tiny_qwen3, monkeypatch):
+    _gpu(monkeypatch, *gpu)
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe("tiny-qwen3-smoke", overrides={"model.name": str(tiny_qwen3), **dict(o.split("=") for o in overrides)})
+
+
+def test_auto_says_which_backend_it_chose_and_why(monkeypatch):
+    from aha.recipes.config.machine import choose_backend
+    from aha.recipes.config.schema import ModelConfig
+
+    assert choose_backend("auto", ModelConfig(name="a/b")) == ("hf", "auto: this machine has no CUDA GPU")
+    _gpu(monkeypatch)
+    monkeypatch.setattr("aha.recipes.config.machine.has_unsloth", lambda: False)
+    assert choose_backend("auto", ModelConfig(name="a/b")) == ("hf", "auto: unsloth is not installed")
+    monkeypatch.setattr("aha.recipes.config.machine.has_unsloth", lambda: True)
+    assert choose_backend("auto", ModelConfig(name="a/b")) == ("unsloth", "auto: a CUDA GPU (NVIDIA A100-SXM4-40GB) "
+                                                               "and unsloth are here")
+    assert choose_backend("auto", ModelConfig(name="builtin:tiny-qwen3"))[0] == "hf"
+
+
+def test_vllm_that_unsloth_switched_off_is_not_usable(monkeypatch):
+    """Unsloth, as it is imported, switches off a vLLM built for another stack (VLLM_DISABLED_REASON);
+    fast_inference is then not asked for."""
+    import sys
+    import types
+
+    from aha.recipes.config.machine import vllm_problem
+
+    pytest.importorskip("vllm")
+    assert vllm_problem() is None
+    fixes = types.ModuleType("unsloth.import_fixes")
+    fixes.VLLM_DISABLED_REASON = "vLLM 0.32 was built for torch 2.13.0 and this is 2.11\nmore"
+    monkeypatch.setitem(sys.modules, "unsloth.import_fixes", fixes)
+    assert vllm_problem() == "Unsloth switched vLLM off (vLLM 0.32 was built for torch 2.13.0 and this is 2.11)"
+
+
+def test_gguf_without_llama_cpp_offline_is_refused_before_training(tiny_qwen3, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("UNSLOTH_LLAMA_CPP_PATH", str(tmp_path / "llama.cpp"))
+    overrides = {"model.name": str(tiny_qwen3), "model.backend": "unsloth", "export.gguf": "q4_k_m"}
+    with pytest.raises(RecipeError, match="set UNSLOTH_LLAMA_CPP_PATH to its folder"):
+        load_recipe("tiny-qwen3-smoke", overrides=overrides)
+    (tmp_path / "llama.cpp").mkdir()
+    for tool in ("llama-quantize", "convert_hf_to_gguf.py"):
+        (tmp_path / "llama.cpp" / tool).write_text("")
+    assert load_recipe("tiny-qwen3-smoke", overrides=overrides).export.gguf == "q4_k_m"
+    with pytest.raises(RecipeError, match="export.gguf needs backend unsloth"):  # auto on this CPU machine: hf
+        load_recipe("tiny-qwen3-smoke", overrides={**overrides, "model.backend": "auto"})
+
+
+def test_a_lora_file_that_does_not_fit_is_an_error(tiny_qwen3, tiny_adapter, tmp_path):
+    """Resuming Unsloth's model from a saved adapter: PEFT reports keys that do not fit without
+    raising, which would start GRPO from a fresh adapter; aha refuses."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from aha.recipes.training.models import load_lora_weights
+
+    config = json.loads((tiny_adapter / "adapter_config.json").read_text())
+
+    def model(targets):
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_qwen3), dtype=torch.float32)
+        return get_peft_model(base, LoraConfig(r=config["r"], lora_alpha=config["lora_alpha"], target_modules=targets))
+
+    same = model(config["target_modules"])
+    load_lora_weights(same, tiny_adapter)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tiny_adapter / "adapter_model.safetensors"))
+    key = next(iter(saved))
+    live = {k.replace(".default", ""): v for k, v in same.state_dict().items() if "lora_" in k}
+    assert torch.equal(live[key], saved[key])
+    with pytest.raises(RecipeError, match="do not fit this model"):
+        load_lora_weights(model(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+                          tiny_adapter)
+
+
+def test_nan_loss_stops_grpo_without_saving():
+    from transformers import TrainerControl
+
+    from aha.recipes.training.trainers import RewardWatch
+
+    recipe = load_recipe("tiny-qwen3-smoke")
+    watch = RewardWatch(recipe, [], 16)
+    control = TrainerControl(should_save=True)
+    state = type("State", (), {"global_step": 7})()
+    watch.on_log(None, state, control, logs={"loss": 0.01, "grad_norm": 0.3})
+    assert watch.diverged is None and not control.should_training_stop
+    watch.on_log(None, state, control, logs={"loss": float("nan"), "grad_norm": math.inf})
+    assert control.should_training_stop and not control.should_save
+    assert watch.diverged.startswith("grpo stopped at step 7: loss nan and grad_norm inf; nothing from this step")
+
+
+def test_compare_refuses_two_engines_unless_asked(tiny_qwen3, tmp_path, capsys):
+    """An evaluation another engine generated (its fingerprint says vllm) is not paired with an
+    HF one unless --allow-mixed, and the report then says so."""
+    import shutil
+
+    before = tmp_path / "before"
+    assert main(["eval", "--model", str(tiny_qwen3), "--task", "arith", "--limit", "4", "--max-new-tokens", "8",
+                 "--dtype", "float32", "--out", str(before)]) == 0
+    after = tmp_path / "after"
+    shutil.copytree(before, after)
+    fingerprint = after / "fingerprint.json"
+    fingerprint.write_text(json.dumps({**json.loads(fingerprint.read_text()), "backend": "vllm"}))
+    capsys.readouterr()
+    assert main(["compare", str(before), str(after)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "were not generated alike (backend hf vs vllm)" in err and "--allow-mixed" in err and "\n" not in err
+    assert main(["compare", str(before), str(after), "--allow-mixed"]) == 0
+    assert "Generated differently (backend hf vs vllm; --allow-mixed)" in (after / "compare.md").read_text()
+
+
+def test_engine_lengths_are_refused_not_cut():
+    from aha.eval.backends import check_lengths
+    from aha.formats import InputError
+    from aha.recipes.training.models import qwen3_tokenizer_folder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
+    check_lengths(tokenizer, ["one two three"], 13, 16, "the engine")
+    with pytest.raises(InputError, match="plus max_new_tokens 14 is longer than the 16 tokens the engine holds"):
+        check_lengths(tokenizer, ["one two three"], 14, 16, "the engine")
