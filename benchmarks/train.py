@@ -90,6 +90,8 @@ def _callback(timer: StepTimer):
 
 
 def worker(way: str, stage: str, model_name: str, steps: int, backend: str) -> dict:
+    if backend == "unsloth" and way == "aha":
+        import unsloth  # noqa: F401 - before TRL, as `aha run` does, so Unsloth's config and trainer patches apply
     import torch
 
     torch.manual_seed(0)
@@ -125,29 +127,20 @@ def _recipe(stage: str, base: str, steps: int, backend: str):
 
 
 def aha_trainer(stage: str, base: str, steps: int, work: Path, backend: str):
-    """aha's own path: the recipe, our loader, our trainer builders (what `aha run` uses)."""
-    recipe = _recipe(stage, base, steps, backend)
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=base, max_seq_length=512, load_in_4bit=False)
-        model = FastLanguageModel.get_peft_model(model, r=LORA["r"], lora_alpha=LORA["alpha"],
-                                                 target_modules=LORA["target_modules"],
-                                                 use_gradient_checkpointing=False, random_state=0)
-        peft_config = None
-    else:
-        from aha.recipes.training.models import load_for_training, lora_config
-
-        model, tokenizer = load_for_training(base, recipe.model)
-        peft_config = lora_config(recipe)
+    """aha's own path: the recipe, the training backend `aha run` builds (the real UnslothBackend
+    or HFTrainBackend), our trainer builders."""
     from aha.recipes.config.trl_args import completion_length
+    from aha.recipes.training.backends import make_backend
     from aha.recipes.training.trainers import grpo_trainer, sft_trainer
 
+    recipe = _recipe(stage, base, steps, backend)
+    made = make_backend(recipe, work)
+    model, tokenizer, peft_config = made.training_model(None)
     fmt, sft_rows, grpo_rows = data(tokenizer, 64)
     if stage == "sft":
         return sft_trainer(recipe, model, tokenizer, sft_rows, work, peft_config=peft_config)
     trainer, _ = grpo_trainer(recipe, model, tokenizer, fmt, grpo_rows, completion_length(recipe, 200), work,
-                              peft_config=peft_config)
+                              peft_config=peft_config, **made.rollout_args())
     return trainer
 
 

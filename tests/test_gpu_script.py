@@ -1,25 +1,65 @@
-"""benchmarks/gpu/run.py, the one command a lent GPU machine runs, in its CPU mode (tiny
-sizes): every check runs and lands in results.json and results.md, so the script cannot rot
-between the rare sessions that have a GPU."""
+"""benchmarks/gpu/run.py, the commands a lent GPU machine runs, in their CPU mode (tiny sizes):
+each part's checks run and land in results.json and results.md, results are written after
+every check, and a check that overruns is killed with everything it started, its log kept. So
+the script cannot rot between the rare sessions that have a GPU."""
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu" / "run.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_check_that_overruns_is_killed_with_its_children(tmp_path):
+    """The check starts a child (as training workers and verify-export's fresh process are) and
+    outlives its limit: both are gone afterwards, and what it printed is in its log."""
+    child = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']);"
+             " print('child', p.pid, flush=True); time.sleep(120)")
+    result = _script().run_check("slow", [sys.executable, "-c", child], tmp_path, 3)
+    assert result["ok"] is False and result["error"].startswith("stopped at its 3 s limit; slow.log has")
+    pid = int((tmp_path / "slow.log").read_text().split()[1])
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), "the check's child outlived the kill"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "gone"
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_in_cpu_mode(tmp_path):
+def test_part_2_in_cpu_mode_writes_results_after_each_check(tmp_path):
     out = tmp_path / "gpu"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "run.py"), str(out), "--cpu"],
-                          capture_output=True, text=True, timeout=1200, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), "--part", "2", "--cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    seen_early = None
+    while proc.poll() is None:
+        if (out / "eval.log").exists() and seen_early is None:  # the last check has started
+            seen_early = json.loads((out / "results.json").read_text())["checks"]
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert seen_early and seen_early["train_hf"]["ok"] is True and "eval" not in seen_early
     results = json.loads((out / "results.json").read_text())
-    assert results["mode"] == "cpu" and results["machine"]["precision"] == "float32"
+    assert results["mode"] == "cpu" and results["part"] == 2 and results["machine"]["precision"] == "float32"
     assert results["machine"]["packages"]["trl"] and results["machine"]["packages"]["aha-recipes"]
     rows = results["checks"]["train_hf"]["rows"]
     assert {(r["stage"], r["way"]) for r in rows} == {("sft", "plain"), ("sft", "aha"), ("grpo", "plain"),
@@ -28,6 +68,21 @@ def test_gpu_script_runs_in_cpu_mode(tmp_path):
     assert results["checks"]["train_unsloth"]["ok"] is None  # Unsloth needs a GPU: recorded as skipped
     ev = results["checks"]["eval"]["rows"]
     assert ev["batched_tokens"] > 0 and ev["loop_tokens"] > 0 and 0 <= ev["same_texts"] <= ev["prompts"]
-    assert results["checks"]["smoke"]["ok"] is None  # CPU mode: the suite runs the smoke recipe itself
     text = (out / "results.md").read_text()
     assert "## Training (hf backend vs hand-written TRL + PEFT)" in text and "## Evaluation throughput" in text
+
+
+@pytest.mark.slow
+def test_part_1_in_cpu_mode_runs_this_checkouts_code(tmp_path):
+    """As on the device, where aha is not installed: the script puts this checkout's code first on
+    the path itself, for its own process and every check's."""
+    out = tmp_path / "gpu"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(SCRIPT), str(out), "--part", "1", "--cpu"], capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert Path(results["machine"]["aha_from"]).resolve() == (ROOT / "recipes").resolve()
+    assert Path(results["machine"]["aha_from"]).parent.parent == out / ".aha"
+    assert results["checks"]["unsloth_run"]["ok"] is None
+    assert results["checks"]["hf_smoke"]["ok"] is True and "eval-before" in results["checks"]["hf_smoke"]["stages"]

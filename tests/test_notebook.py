@@ -66,6 +66,9 @@ def test_the_colab_badge_and_the_install_cell_point_at_the_repository():
     nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
     parameters = "".join(nb["cells"][2]["source"])
     assert f'AHA_SOURCE = "git+{repo}.git"' in parameters
+    raw = repo.replace("https://github.com/", "https://raw.githubusercontent.com/")
+    assert f'GPU_STACK = "{raw}/main/constraints-gpu.txt"' in parameters  # the GPU install's pins, from the repository
+    assert (NOTEBOOK.parents[1] / "constraints-gpu.txt").is_file()
 
 
 @pytest.mark.slow

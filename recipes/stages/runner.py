@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from aha.eval.files import FolderLock, write_json
+from aha.eval.files import LOCK_FILE, FolderLock, write_json
 from aha.formats import Format, get_format
 
 from ..config.machine import is_main, rank, world_size
@@ -116,6 +116,21 @@ class Context:
     def path(self, *parts: str) -> Path:
         """A path in this stage's own folder."""
         return self.run.path(self.stage.name, *parts)
+
+
+# What a fresh run folder may hold before the run writes anything: the run's lock, and Unsloth's compiled cache
+# (imported into the run folder before the run starts).
+FRESH_FOLDER = (LOCK_FILE, "unsloth_compiled_cache")
+
+
+def refuse_foreign_folder(folder: Path) -> None:
+    """A fresh run (no state.json) goes into a new or empty folder: one that holds anything else is
+    the user's, and ``--from``, resume and every stage would write over it."""
+    entries = sorted(e.name for e in folder.iterdir() if e.name not in FRESH_FOLDER) if folder.is_dir() else []
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RecipeError(f"{folder} holds files that are not an aha run's ({shown}) and no state.json; a run goes "
+                          "into a new or empty folder: choose another --out")
 
 
 class Run:
@@ -235,6 +250,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
         raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
     if restart_from and restart_from not in stages:
         raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
+    if not (Path(out_dir) / STATE_FILE).is_file():
+        on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
     # One writer per run folder: the main process holds its lock for the whole run (refused at once if another holds it).
     lock = on_main(lambda: FolderLock(out_dir).acquire())
     try:
