@@ -70,8 +70,13 @@ OBJECTIVE_FIELDS = ("loss_type", "beta", "scale_rewards", "mask_truncated_comple
 
 
 # Left to the installed class: SFT's loss_type (TRL's chunked_nll and Unsloth's nll are one loss; Unsloth
-# computes it with its own fused kernel, which chunked_nll would bypass).
-KEEP_INSTALLED = frozenset({("sft", "loss_type")})
+# computes it with its own fused kernel, which chunked_nll would bypass), and settings that change how fast or
+# how often something runs, never what is trained (Unsloth's padding-free batching and cache emptying stay on).
+PERFORMANCE_ONLY = frozenset({"padding_free", "torch_empty_cache_steps", "dataloader_pin_memory", "dataset_num_proc",
+                              "include_tokens_per_second", "include_num_input_tokens_seen", "logging_steps",
+                              "per_device_eval_batch_size", "eval_accumulation_steps"})
+KEEP_INSTALLED = frozenset({("sft", "loss_type")} | {(stage, name) for stage in ("sft", "grpo")
+                                                      for name in PERFORMANCE_ONLY})
 
 
 def explicit_values(stage: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +128,7 @@ def trl_values(recipe: Recipe, stage: str, processes: int = 1) -> dict[str, Any]
     values.setdefault("bf16", dtype == "bfloat16")
     values.setdefault("fp16", dtype == "float16")
     values.setdefault("report_to", "none")
+    values.setdefault("logging_nan_inf_filter", False)  # a NaN or inf loss is logged as it is: GRPO's guard stops on it
     values["output_dir"] = os.devnull  # each run sets its own (for_run)
     if stage == "sft":
         values.update(seed=recipe.seed, max_length=recipe.sft.max_tokens)
