@@ -22,34 +22,36 @@ def _load(run: str | Path) -> dict[str, dict[str, Any]]:
     return read_done(samples)
 
 
-def mixed_engines(before: str | Path, after: str | Path) -> list[str]:
-    """How two evaluations' engines and lengths differ ("backend hf vs vllm", "max_new_tokens
-    64 vs 128"), from their fingerprints; empty when they agree or either has none."""
-    prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
-    if not all(p.is_file() for p in prints):
-        return []
-    x, y = (read_json(p) for p in prints)
+def mixed_engines(x: dict[str, Any], y: dict[str, Any]) -> list[str]:
+    """How two evaluations' fingerprints differ in engine and length.
+
+    >>> mixed_engines({"backend": "hf", "sampling": {"max_new_tokens": 64}}, {"backend": "vllm", "sampling": {"max_new_tokens": 64}})
+    ['backend hf vs vllm']
+    """
     pairs = [("backend", x.get("backend"), y.get("backend")),
              ("max_new_tokens", (x.get("sampling") or {}).get("max_new_tokens"),
               (y.get("sampling") or {}).get("max_new_tokens"))]
     return [f"{name} {u} vs {v}" for name, u, v in pairs if u != v]
 
 
-def paired_ids(before: str | Path, after: str | Path, allow_mixed: bool = False) -> tuple[dict, dict, list[str]]:
-    """The two runs' rows and the ids they share, after checking that the runs can be
+def paired_ids(before: str | Path, after: str | Path,
+               allow_mixed: bool = False) -> tuple[dict, dict, list[str], list[str]]:
+    """The two runs' rows, the ids they share and how they were generated differently
+    (:func:`mixed_engines`; empty when either has no fingerprint), after checking that the runs can be
     compared at all: the same format and sampling, the same engine (two engines' greedy texts
     part at near-ties, so their difference would be the engine's as much as the model's; taken
     with ``allow_mixed``, which also lets the lengths differ), as many answers a problem, and
     for every shared id the same question and gold answer (ids alone say nothing about which
     problem a row holds)."""
     a, b = _load(before), _load(after)
-    mixed = mixed_engines(before, after)
-    if mixed and not allow_mixed:
-        raise InputError(f"{before} and {after} were not generated alike ({', '.join(mixed)}): a difference would "
-                         "mix the engine's with the model's; evaluate both the same way, or pass --allow-mixed")
     prints = [Path(r) / FINGERPRINT_FILE for r in (before, after)]
+    mixed: list[str] = []
     if all(p.is_file() for p in prints):
         x, y = (read_json(p) for p in prints)
+        mixed = mixed_engines(x, y)
+        if mixed and not allow_mixed:
+            raise InputError(f"{before} and {after} were not generated alike ({', '.join(mixed)}): a difference would "
+                             "mix the engine's with the model's; evaluate both the same way, or pass --allow-mixed")
         for key in ("format", "format_sha256", "sampling"):
             u, v = x.get(key), y.get(key)
             if key == "sampling" and allow_mixed and isinstance(u, dict) and isinstance(v, dict):
@@ -69,16 +71,16 @@ def paired_ids(before: str | Path, after: str | Path, allow_mixed: bool = False)
             raise InputError(f"{before} and {after} are not the same problems: {i} is "
                              f"{str(a[i].get('question'))[:40]!r} (gold {a[i].get('answer')!r}) in one and "
                              f"{str(b[i].get('question'))[:40]!r} (gold {b[i].get('answer')!r}) in the other")
-    return a, b, common
+    return a, b, common, mixed
 
 
 def compare(before: str | Path, after: str | Path, metric: str = "lenient", allow_mixed: bool = False) -> dict[str, Any]:
     """Pair two evaluations of the same problems by id."""
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    a, b, common = paired_ids(before, after, allow_mixed)
+    a, b, common, mixed = paired_ids(before, after, allow_mixed)
     report: dict[str, Any] = {"before": str(before), "after": str(after), "problems": len(common),
-                              "only_in_one_run": len(set(a) ^ set(b)), "mixed": mixed_engines(before, after),
+                              "only_in_one_run": len(set(a) ^ set(b)), "mixed": mixed,
                               "metrics": {}}
     for m in METRICS:
         x = [bool(a[i]["samples"][0][m]) for i in common]
@@ -98,15 +100,14 @@ def compare_pass_rates(before: str | Path, after: str | Path, metric: str = "str
                        allow_mixed: bool = False) -> dict[str, Any]:
     """Pair two sampled evaluations (k answers per problem) by problem: the mean pass rate
     before and after, how many problems went up or down, and an exact sign test."""
-    a, b, common = paired_ids(before, after, allow_mixed)
+    a, b, common, mixed = paired_ids(before, after, allow_mixed)
     rate = lambda row: sum(bool(g[metric]) for g in row["samples"]) / len(row["samples"])  # noqa: E731
     x, y = [rate(a[i]) for i in common], [rate(b[i]) for i in common]
     up = sum(1 for u, v in zip(x, y) if v > u)
     down = sum(1 for u, v in zip(x, y) if v < u)
     return {"problems": len(common), "k": len(a[common[0]]["samples"]), "metric": metric,
             "before": sum(x) / len(x), "after": sum(y) / len(y), "improved": up, "worsened": down,
-            "unchanged": len(common) - up - down, "p_value": sign_test(up, down),
-            "mixed": mixed_engines(before, after)}
+            "unchanged": len(common) - up - down, "p_value": sign_test(up, down), "mixed": mixed}
 
 
 def too_small_note(problems: int, result: dict[str, Any]) -> str:
