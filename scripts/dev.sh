@@ -40,10 +40,13 @@ unsloth_contract() {
   rm -rf build aha_recipes.egg-info
   # Its torchvision is built for another torch and stops `import unsloth`; nothing here uses it.
   "$uvenv/bin/python" -m pip uninstall -q -y torchvision 2>/dev/null || true
-  # The contract, and every recipe validated and its TRL configs built against TRL 1.15. (TRL 1.15's trainers do
-  # not run on a CPU: their fused LM head calls Triton's GPU driver. GPU part 1 runs them, benchmarks/gpu.)
+  # Every recipe validated and its TRL configs built against TRL 1.15, in a process that has not imported Unsloth
+  # (its patches compile models on first use). TRL 1.15's trainers do not run on a CPU: their fused LM head calls
+  # Triton's GPU driver; GPU part 1 runs them (benchmarks/gpu).
+  "$uvenv/bin/python" -m pytest -q -p no:cacheprovider tests/test_recipes.py -m "not slow" \
+    -k "not test_unsloth_is_looked_for"
   UNSLOTH_ALLOW_CPU=1 UNSLOTH_COMPILE_LOCATION="$(mktemp -d)" "$uvenv/bin/python" -m pytest -q -p no:cacheprovider \
-    tests/test_recipes.py tests/unsloth_contract -m "not slow" -k "not test_unsloth_is_looked_for"
+    tests/unsloth_contract
 }
 
 case "${1:-test}" in
