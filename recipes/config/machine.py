@@ -54,6 +54,14 @@ def has_unsloth() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
+def unsloth_can_run() -> bool:
+    """This machine has a CUDA GPU and unsloth installed (whether the model suits it is
+    :func:`aha.recipes.config.schema.unsloth_refusal`'s to say)."""
+    import torch
+
+    return torch.cuda.is_available() and has_unsloth()
+
+
 def vllm_problem() -> str | None:
     """Why vLLM cannot serve on this machine (None when it can): not installed, or installed
     and switched off by Unsloth as it was imported (its ``VLLM_DISABLED_REASON``: a vLLM built
@@ -84,7 +92,7 @@ def choose_backend(requested: str, model: ModelConfig | None = None) -> tuple[st
     cuda, unsloth = torch.cuda.is_available(), has_unsloth()
     refusal = unsloth_refusal(model) if model is not None else None
     if requested == "auto":
-        if cuda and unsloth and not refusal:
+        if unsloth_can_run() and not refusal:
             return "unsloth", f"auto: a CUDA GPU ({gpu_name()}) and unsloth are here"
         return "hf", "auto: " + ("this machine has no CUDA GPU" if not cuda else "unsloth is not installed"
                                  if not unsloth else str(refusal))

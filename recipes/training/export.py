@@ -17,11 +17,11 @@ def merge_adapter(base: str, adapter: str, out: Path, dtype: str) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from aha.eval.backends import place
+    from aha.eval.backends import model_device, place
 
     # On a CPU: merge at float32, then cast once. On a GPU, at the run's own 16 bits there (a float32 copy of a
     # 4B model would not fit a T4 beside nothing else); a 16-bit merge is verify-export's "rounded" class anyway.
-    at = torch.float32 if dtype == "float32" or not torch.cuda.is_available() else getattr(torch, dtype)
+    at = torch.float32 if dtype == "float32" or model_device() == "cpu" else getattr(torch, dtype)
     model = place(AutoModelForCausalLM.from_pretrained(base, dtype=at))
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))

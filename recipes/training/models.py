@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config.machine import has_unsloth, resolve_dtype
-from ..config.schema import ModelConfig, RecipeError, unsloth_refusal
+from ..config.machine import pick_backend, resolve_dtype, unsloth_can_run
+from ..config.schema import ModelConfig, RecipeError
 
 log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,13 +26,9 @@ def unsloth_wanted(data: dict[str, Any]) -> bool:
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     backend, name = str(model.get("backend", "auto")), str(model.get("name", ""))
     gguf = model.get("gguf_file")
-    if backend == "unsloth":
-        return True
-    if backend != "auto" or unsloth_refusal(ModelConfig(name=name, gguf_file=str(gguf) if gguf else None)):
-        return False
-    import torch
-
-    return torch.cuda.is_available() and has_unsloth()
+    if backend != "auto":
+        return backend == "unsloth"
+    return pick_backend("auto", ModelConfig(name=name, gguf_file=str(gguf) if gguf else None)) == "unsloth"
 
 
 def import_unsloth_first(compile_cache: Path) -> None:
@@ -42,9 +38,7 @@ def import_unsloth_first(compile_cache: Path) -> None:
     recipe's validation then says why in one line."""
     import os
 
-    import torch
-
-    if not torch.cuda.is_available() or not has_unsloth():
+    if not unsloth_can_run():
         return
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(compile_cache))
     import unsloth  # noqa: F401
