@@ -9,12 +9,12 @@ from typing import Any
 from aha.formats import (
     InputError, answers_equal, answers_match, clean_answer, find_last_boxed, get_format, last_number, parse_number,
 )
-from aha.rewards import math_equal
+from aha.rewards import is_reference, load_function, math_equal
 
 from . import metrics as names
 from .stats import bootstrap_interval, wilson_interval
 
-GRADERS = ("numeric", "math")
+GRADERS = ("numeric", "math", "exact")  # or your function by reference: fn(answer, gold) -> bool
 
 
 def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool = False,
@@ -29,7 +29,8 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     ``grader`` says what "equals" means: ``numeric`` (GSM8K-style answers) compares values,
     or cleaned text when the gold is not a number; ``math`` (LaTeX answers: MATH, AIME)
     also accepts what math-verify finds equivalent, and falls back on the last ``\\boxed{}``
-    before the last number.
+    before the last number; ``exact`` wants the answer's text, stripped, to be the gold's;
+    a reference (``path/to/file.py:fn``) calls your ``fn(answer, gold) -> bool``.
 
     >>> grade("so $x=\\\\frac{1}{2}$, \\\\boxed{\\\\dfrac12}", "0.5", "boxed", grader="math")["strict"]
     True
@@ -41,8 +42,8 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     >>> g["strict"], g["lenient"], g["extracted"]
     (False, True, '34')
     """
-    if grader not in GRADERS:
-        raise InputError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}")
+    if grader not in GRADERS and not is_reference(grader):
+        raise InputError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}, or path/to/file.py:fn")
     fmt = get_format(format)
     text = completion if isinstance(completion, str) else ""
     format_answer = fmt.extract_answer(text)
@@ -55,6 +56,10 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
     verified = bool(math_equal(gold, extracted)) if extracted is not None else False
 
     def right(answer: str | None) -> bool:
+        if grader == "exact":
+            return answer is not None and answer.strip() == str(gold).strip()
+        if is_reference(grader):
+            return answer is not None and own_verdict(grader, answer, gold)
         if grader == "numeric" or answer is None:
             return answers_match(answer, gold)
         return answers_match(answer, gold) or (verified if answer == extracted else bool(math_equal(gold, answer)))
@@ -67,6 +72,18 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
         "math_verify": verified,
         "truncated": bool(truncated),
     }
+
+
+def own_verdict(grader: str, answer: str, gold: str) -> bool:
+    """Your grader's verdict: ``fn(answer, gold)`` must return a bool; anything else, or raising, is one line."""
+    try:
+        verdict = load_function(grader)(answer, gold)
+    except Exception as err:  # noqa: BLE001 - the user's code: one line naming it, never a silent "wrong"
+        raise InputError(f"grader {grader}: raised {type(err).__name__}: {err} on answer {answer[:40]!r}") from None
+    if not isinstance(verdict, bool):
+        raise InputError(f"grader {grader}: returned {verdict!r} for answer {answer[:40]!r}; a grader returns True or "
+                         "False")
+    return verdict
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -9,12 +9,16 @@ training rows) ship in ``eval/data/`` and load offline; their hub copies stay re
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from aha.formats import InputError, find_last_boxed, gold_from_gsm8k
 
@@ -38,17 +42,20 @@ class Problem:
     answer: str
     solution: str = ""
     instruction: str = ""  # the task's own instruction; Format.build_prompt decides whether it applies
-    grader: str = "numeric"  # numeric: equal values | math: equivalent LaTeX (math-verify)
+    grader: str = "numeric"  # numeric: equal values | math: equivalent LaTeX (math-verify) | exact | file.py:fn
+    columns: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # your task's other fields
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a local .jsonl / .json / .parquet file."""
+    """Rows of a local .jsonl / .json / .csv / .parquet file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such data file: {path}")
     if path.suffix == ".parquet":
         return read_parquet(path)
-    text = read_text(path, hint="a data file is UTF-8 jsonl, json or parquet")
+    text = read_text(path, hint="a data file is UTF-8 jsonl, json, csv or parquet")
+    if path.suffix == ".csv":
+        return _csv_rows(path, text)
     if path.suffix == ".json":
         data = read_json(path, hint="a .json data file is a list of rows or {\"data\": [rows]}", kind=None)
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -63,6 +70,23 @@ def read_rows(path: str | Path) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 raise InputError(f"{path}:{n}: not valid JSON") from None
+            except RecursionError:
+                raise InputError(f"{path}:{n}: JSON nested too deep to be a row") from None
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[dict]:
+    """Rows of a CSV file with a header line; every value is text, as the file holds it."""
+    if text.lstrip().startswith(("{", "[")):
+        raise InputError(f"{path}: holds JSON, not CSV (name it .jsonl or .json)")
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [dict(row) for row in reader]
+    except csv.Error as err:
+        raise InputError(f"{path}: not valid CSV ({err})") from None
+    for n, row in enumerate(rows, 2):
+        if None in row:
+            raise InputError(f"{path}:{n}: more values than the header has columns")
     return rows
 
 
@@ -78,7 +102,8 @@ def _check_rows(rows: list, columns: dict[str, tuple[type, ...]], source: str) -
             value = row.get(column)
             if column not in row:
                 raise InputError(f"{source}: row {n} has no {column!r} (columns: {', '.join(map(str, row))})")
-            if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+            if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()) \
+                    or (isinstance(value, float) and not math.isfinite(value)):
                 raise InputError(f"{source}: row {n}: {column} must be a non-empty "
                                  f"{' or '.join(t.__name__ for t in types)}, not {str(value)[:30]!r}")
 
@@ -164,9 +189,35 @@ def dapo_id(question: str) -> str:
     return "dapo-" + hashlib.sha256(normalize_question(question).encode()).hexdigest()[:12]
 
 
-def dapo_split(problems: list[Problem], heldout: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+def numbers_in(text: str) -> tuple[str, ...]:
+    """The numbers a question states, sorted: a reworded copy states the same ones."""
+    return tuple(sorted(re.findall(r"\d+(?:\.\d+)?", text)))
+
+
+def rewording_key(question: str, same_numbers: bool = False) -> tuple[frozenset[str], tuple[str, ...]]:
+    """What :func:`reworded` compares: the question's words and (``same_numbers``) its numbers."""
+    return question_words(question), numbers_in(question) if same_numbers else ()
+
+
+def reworded(a: tuple[frozenset[str], tuple[str, ...]], b: tuple[frozenset[str], tuple[str, ...]]) -> bool:
+    """Are two questions (their :func:`rewording_key`) one problem reworded? Most words shared
+    (:func:`near_duplicate`) and, when the keys carry them, every number the same: templated
+    problems share most words and differ only in their numbers.
+
+    >>> rope = "A rope is 4 meters long. How many centimeters long is it?"
+    >>> reworded(rewording_key(rope, True), rewording_key(rope.replace("How", "So how"), True))
+    True
+    >>> reworded(rewording_key(rope, True), rewording_key(rope.replace("4", "7"), True))
+    False
+    """
+    return a[1] == b[1] and near_duplicate(a[0], b[0])
+
+
+def dapo_split(problems: list[Problem], heldout: int, seed: int = 0,
+               same_numbers: bool = False) -> tuple[list[Problem], list[Problem]]:
     """(train, held-out) of de-duplicated problems: the ``heldout`` whose seeded hash ranks lowest,
-    whatever the row order, no two of them near-duplicates, and every near-duplicate of a held-out
+    whatever the row order, no two of them rewordings of one problem (:func:`reworded`; with
+    ``same_numbers`` a rewording also keeps every number), and every rewording of a held-out
     problem kept out of training.
     This is how the shipped split (``eval/data/dapo-math``) was carved; a test checks it still is.
 
@@ -179,26 +230,26 @@ def dapo_split(problems: list[Problem], heldout: int, seed: int = 0) -> tuple[li
         return hashlib.sha256(f"{seed}:{normalize_question(p.question)}".encode()).hexdigest()
 
     held: list[Problem] = []
-    held_words: list[frozenset[str]] = []
+    held_keys: list[tuple[frozenset[str], tuple[str, ...]]] = []
     for p in sorted(problems, key=rank):
         if len(held) == heldout:
             break
-        words = question_words(p.question)
-        if not any(near_duplicate(words, w) for w in held_words):  # a reworded copy would count twice
+        key = rewording_key(p.question, same_numbers)
+        if not any(reworded(key, k) for k in held_keys):  # a reworded copy would count twice
             held.append(p)
-            held_words.append(words)
-    return dapo_training(problems, held), held
+            held_keys.append(key)
+    return dapo_training(problems, held, same_numbers), held
 
 
-def dapo_training(problems: list[Problem], heldout: list[Problem]) -> list[Problem]:
-    """THE training problems of DAPO-Math, from any copy (the shipped rows, the hub's, a file):
-    every held-out problem is left out, and so is every near-duplicate of one."""
+def dapo_training(problems: list[Problem], heldout: list[Problem], same_numbers: bool = False) -> list[Problem]:
+    """THE training problems of a data set with held-out problems, from any copy (the shipped rows,
+    the hub's, a file): every held-out problem is left out, and so is every rewording of one."""
     held = {normalize_question(p.question) for p in heldout}
-    held_words = [question_words(p.question) for p in heldout]
+    held_keys = [rewording_key(p.question, same_numbers) for p in heldout]
 
     def kept(p: Problem) -> bool:
-        words = question_words(p.question)  # once per problem, not once per held-out problem
-        return normalize_question(p.question) not in held and not any(near_duplicate(words, w) for w in held_words)
+        key = rewording_key(p.question, same_numbers)  # once per problem, not once per held-out problem
+        return normalize_question(p.question) not in held and not any(reworded(key, k) for k in held_keys)
 
     return [p for p in problems if kept(p)]
 
@@ -300,6 +351,9 @@ class Task:
     loader: str | None = None  # a loader of its own (tasks that are not a plain file of rows)
     trains: bool = False  # has training rows (split="train"): generated, shipped or on the hub
     solutions: bool = False  # its training rows carry worked solutions (what the SFT warmup renders)
+    train_hub: tuple[str, str | None, str] | None = None  # your task: its training rows on the hub
+    heldout: int | None = None  # your task from one file: this many problems held out for evaluation, the rest train
+    own: bool = False  # defined by the user (a recipe's tasks section or a task YAML), not shipped
 
 
 _MATH = {"instruction": BOXED_INSTRUCTION, "grader": "math"}
@@ -341,32 +395,176 @@ def _gold(task: Task, row: dict, where: str) -> str:
     return str(value).strip()
 
 
-def _rows_problems(task: Task, rows: list[dict], source: str) -> list[Problem]:
+# Keywords TRL passes every reward function itself: a task's own column cannot take one of these names.
+TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_metric")
+ROW_COLUMNS = ("prompt", "question", "answer", "id")  # what each GRPO row carries for every task
+
+
+def _rows_problems(task: Task, rows: list[dict], source: str, prefix: str = "") -> list[Problem]:
     gold_field = task.answer.split(":", 1)[1] if task.answer.startswith("boxed:") else task.answer
     _check_rows(rows, {task.question: (str,), gold_field: (str, int, float)}, source)
-    out = []
+    used = {task.question, gold_field, task.solution, task.id}
+    out, seen = [], {}
     for i, row in enumerate(rows):
-        ident = f"{task.name}-{row[task.id]}" if task.id and row.get(task.id) is not None else f"{task.name}-{i}"
-        out.append(Problem(ident, row[task.question], _gold(task, row, f"{source}: row {i + 1}"),
+        where = f"{source}: row {i + 1}"
+        if task.id and row.get(task.id) is not None:
+            if row[task.id] in seen:
+                raise InputError(f"{where}: id {row[task.id]!r} again (first in row {seen[row[task.id]]}); ids must be "
+                                 "unique, or results would pair two problems as one")
+            seen[row[task.id]] = i + 1
+            ident = f"{task.name}-{prefix}{row[task.id]}"
+        else:
+            ident = f"{task.name}-{prefix}{i}"
+        columns = {}
+        if task.own:  # your task's other fields reach your reward functions as keyword arguments
+            columns = {k: v for k, v in row.items() if k not in used and isinstance(k, str) and k.isidentifier()
+                       and k not in ROW_COLUMNS + TRL_REWARD_KEYWORDS and (v is None or isinstance(v, (str, int, float, bool)))}
+        out.append(Problem(ident, row[task.question], _gold(task, row, where),
                            str(row.get(task.solution) or "") if task.solution else "", task.instruction,
-                           task.grader))
+                           task.grader, columns))
     return out
 
 
-def load_task(name: str, path: str | Path | None = None, limit: int | None = None, seed: int = 0,
+def _own_problems(task: Task, split: str, path: str | Path | None, hub: bool) -> list[Problem]:
+    """Your task's problems: its file (or hub split) for evaluation, its training file (or hub split)
+    for training, or one file split in two (``heldout``: that many held out, no reworded copy of one
+    in training)."""
+    if task.heldout and not path:
+        source = DATA / task.file if task.file else None
+        rows = read_rows(source) if source else _hub_rows(*task.hub)
+        problems = _rows_problems(task, rows, str(source or task.hub[0]))
+        if task.heldout >= len(problems):
+            raise InputError(f"{task.name}: heldout {task.heldout} leaves no training problems of its {len(problems)}")
+        train, held = dapo_split(problems, task.heldout, same_numbers=True)
+        return held if split == "test" else train
+    if split == "train":
+        if path or task.train_file:
+            source = Path(path) if path else DATA / task.train_file
+            return _rows_problems(task, read_rows(source), str(source), prefix="train-")
+        return _rows_problems(task, _hub_rows(*task.train_hub), task.train_hub[0], prefix="train-")
+    if path or task.file:
+        source = Path(path) if path else DATA / task.file
+        return _rows_problems(task, read_rows(source), str(source))
+    return _rows_problems(task, _hub_rows(*task.hub), task.hub[0])
+
+
+_SPEC_KEYS = {"file": "evaluation rows: a local .jsonl, .json, .csv or .parquet file",
+              "train_file": "training rows: a local file of the same fields",
+              "hub": "a Hugging Face Hub dataset id (instead of file)",
+              "config": "the hub dataset's config", "split": "its evaluation split (default test)",
+              "train_split": "its training split", "heldout": "one file for both: this many problems held out",
+              "question": "the field holding the question", "answer": "the field holding the gold answer",
+              "solution": "the field holding a worked solution (what the SFT warmup renders)",
+              "id": "the field holding a stable id", "instruction": "an instruction added to each question",
+              "grader": "numeric, math, exact, or your function (path/to/file.py:fn, called as fn(answer, gold) -> bool)",
+              "source": "what the data is and where it came from (its licence)"}
+
+
+def task_from_spec(name: str, spec: Any, base_dir: str | Path | None = None) -> Task:
+    """Your own task as data: a mapping (a recipe's ``tasks`` entry, or a task YAML file) naming
+    where the rows are and which fields hold what. Paths are made absolute (relative to the
+    working directory, else to ``base_dir``); nothing is read here but the spec itself.
+
+    >>> t = task_from_spec("mine", {"file": "aime24/test.jsonl", "question": "problem", "heldout": 10}, DATA)
+    >>> t.question, t.answer, t.trains, t.own, t.file.endswith("aime24/test.jsonl"), len(load_task(t, split="train"))
+    ('problem', 'answer', True, True, True, 20)
+    """
+    from aha.rewards.references import check_reference, is_reference, resolve_reference
+
+    from .grading import GRADERS
+
+    if not isinstance(spec, dict):
+        raise InputError(f"task {name}: a task is a mapping of {', '.join(_SPEC_KEYS)}, not {type(spec).__name__}")
+    unknown = sorted(str(k) for k in spec if k not in _SPEC_KEYS)
+    if unknown:
+        raise InputError(f"task {name}: unknown key(s) {', '.join(unknown)}; a task takes "
+                         + "; ".join(f"{k} ({v})" for k, v in _SPEC_KEYS.items()))
+    for key, value in spec.items():
+        if key == "heldout":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"task {name}: heldout must be a positive integer, not {value!r}")
+        elif value is not None and not isinstance(value, str):
+            raise InputError(f"task {name}: {key} must be text, not {type(value).__name__} {str(value)[:30]!r}")
+    if name in TASKS or not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise InputError(f"task {name!r}: choose a plain name (letters, digits, - _ .) that is not a shipped task's "
+                         f"({', '.join(TASKS)})")
+
+    def local(key: str) -> str | None:
+        value = spec.get(key)
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute() and not path.exists() and base_dir is not None:
+            path = Path(base_dir) / path
+        if not path.is_file():
+            raise InputError(f"task {name}: {key}: no such data file: {value}")
+        return str(path.resolve())
+
+    file, train_file, hub = local("file"), local("train_file"), spec.get("hub")
+    if bool(file) == bool(hub):
+        raise InputError(f"task {name}: give its rows as file (a local file) or hub (a dataset id), one of the two")
+    if spec.get("heldout") and (train_file or spec.get("train_split")):
+        raise InputError(f"task {name}: heldout splits one file in two; with train_file or train_split the two are "
+                         "already apart")
+    grader = spec.get("grader") or "numeric"
+    if is_reference(grader):
+        grader = resolve_reference(grader, base_dir)
+        check_reference(grader)
+    elif grader not in GRADERS:
+        raise InputError(f"task {name}: grader must be one of {', '.join(GRADERS)} or your function "
+                         f"(path/to/file.py:fn), not {grader!r}")
+    trains = bool(train_file or spec.get("train_split") or spec.get("heldout"))
+    return Task(name=name, source=spec.get("source") or f"your task ({file or hub})", file=file,
+                train_file=train_file, hub=(hub, spec.get("config"), spec.get("split") or "test") if hub else None,
+                train_hub=(hub, spec.get("config"), spec["train_split"]) if hub and spec.get("train_split") else None,
+                question=spec.get("question") or "question", answer=spec.get("answer") or "answer",
+                solution=spec.get("solution"), id=spec.get("id"), instruction=spec.get("instruction") or "",
+                grader=grader, trains=trains, solutions=trains and bool(spec.get("solution")),
+                heldout=spec.get("heldout"), own=True)
+
+
+def read_task_spec(path: str | Path) -> Any:
+    """The mapping in a task YAML file (the same keys as a recipe's ``tasks`` entry)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such task file: {path}")
+    try:
+        return yaml.safe_load(read_text(path, hint="a task file is UTF-8 YAML"))
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: YAML nested too deep to be a task") from None
+
+
+def read_task_file(path: str | Path) -> Task:
+    """A task YAML file (``aha eval --task my-task.yaml``) as a task named after the file; its
+    paths are relative to the working directory, else to the file's folder."""
+    return task_from_spec(Path(path).stem, read_task_spec(path), Path(path).parent)
+
+
+def load_task(name: str | Task, path: str | Path | None = None, limit: int | None = None, seed: int = 0,
               split: str = "test", level: int = 1, n: int = 200, hub: bool = False) -> list[Problem]:
-    """Problems of a task by name: from ``path`` when given, else the shipped file (offline),
-    else (or with ``hub``) the Hugging Face Hub. ``limit`` keeps the first N (a fixed order).
+    """Problems of a task by name (or your own :class:`Task`): from ``path`` when given, else the
+    shipped file (offline), else (or with ``hub``) the Hugging Face Hub. ``limit`` keeps the first
+    N (a fixed order).
 
     >>> [len(load_task(t)) for t in ("math500", "aime24", "aime25", "amc23", "minerva", "dapo-math")]
     [500, 30, 30, 40, 272, 200]
     """
-    if name not in TASKS:
-        raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    task = TASKS[name]
+    if isinstance(name, Task):
+        task, name = name, name.name
+    elif name not in TASKS:
+        raise InputError(f"unknown task {name!r}; known: {', '.join(TASKS)}, or your own (a task YAML file)")
+    else:
+        task = TASKS[name]
     if split == "train" and not task.trains:
-        raise InputError(f"{name} has no training rows (only a test split); tasks that train: {', '.join(TRAINING_TASKS)}")
-    if task.loader == "gsm8k":
+        raise InputError(f"{name} has no training rows (only a test split); tasks that train: {', '.join(TRAINING_TASKS)}"
+                         + (", or give yours train_file, train_split or heldout" if task.own else ""))
+    if task.own:
+        problems = _own_problems(task, split, path, hub)
+    elif task.loader == "gsm8k":
         problems = load_gsm8k(path or (DATA / task.file if split == "test" and not hub else None), split)
     elif task.loader == "dapo":
         problems = load_dapo(path, "heldout" if split == "test" else "train", hub=hub)

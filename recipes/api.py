@@ -36,6 +36,15 @@ def find_recipe(value: str | Path) -> Path:
     raise RecipeError(f"no such recipe: {value} (shipped recipes: {known})")
 
 
+def _in_python(value: Any) -> bool:
+    """Does an override value hold something YAML cannot write (your reward function itself)?"""
+    if isinstance(value, dict):
+        return any(_in_python(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_in_python(v) for v in value)
+    return callable(value)
+
+
 def _as_set_items(overrides: dict[str, Any] | list[str] | None) -> list[str]:
     if overrides is None:
         return []
@@ -43,19 +52,25 @@ def _as_set_items(overrides: dict[str, Any] | list[str] | None) -> list[str]:
         import yaml
 
         return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for key, value in overrides.items()]
+                for key, value in overrides.items() if not _in_python(value)]
     return list(overrides)
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
                 out: str | Path | None = None, processes: int | None = None) -> Recipe:
     """A validated recipe: a shipped recipe's name or a YAML path, with ``overrides`` as
-    ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them).
+    ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them). Your reward
+    functions can be passed directly: ``{"grpo.rewards": [my_reward, {"name": "format_exact", "weight": 0.5}]}``
+    (each is recorded by its name and a hash of its source).
     When the recipe runs on Unsloth, Unsloth is imported here, before TRL."""
+    from .config.load import set_value
     from .training.models import import_unsloth_first, unsloth_wanted
 
     path = find_recipe(name_or_path)
     data = read_recipe_data(path, _as_set_items(overrides))
+    for key, value in (overrides.items() if isinstance(overrides, dict) else ()):
+        if _in_python(value):
+            set_value(data, key, value)
     if unsloth_wanted(data):  # before anything imports transformers, TRL or PEFT
         import_unsloth_first(Path(out or Path("runs") / str(data["name"])) / "unsloth_compiled_cache")
     recipe = recipe_from_dict(data, base_dir=path.parent, processes=processes)

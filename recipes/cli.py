@@ -31,7 +31,7 @@ def cmd_rewards_explain(args: argparse.Namespace) -> int:
     from aha.rewards.explain import explain, format_table
 
     rows = explain(_read_text_arg(args.completion), answer=args.answer, format=args.format,
-                   mode=args.mode, eos_token=args.eos_token, all_layers=args.all)
+                   mode=args.mode, eos_token=args.eos_token, all_layers=args.all, rewards=tuple(args.reward))
     print(format_table(rows))
     return 0
 
@@ -44,6 +44,9 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
         first_line = (fn.__doc__ or "").strip().splitlines()[0]
         alias = f" (faithful name: {published[name]})" if name in published else ""
         print(f"{name}{alias}\n    {first_line}")
+    print("reward_model\n    a sequence-classification model scores question + completion (options: model, normalize, "
+          "batch_size, max_length, label)\nyour own function\n    path/to/file.py:fn or package.module:fn, called as "
+          "TRL calls a reward (importing it runs the file)")
     return 0
 
 
@@ -64,6 +67,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval import Sampling, load_task
     from aha.eval.backends import check_adapter_folder
+    from aha.eval.tasks import read_task_file
     from aha.eval.files import FolderLock
     from aha.eval.runner import check_resumable
     from aha.formats import get_format
@@ -76,7 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
     check_out_folder(args.out, results=True)
-    problems = load_task(args.task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
+    task = read_task_file(args.task) if args.task.endswith((".yaml", ".yml")) else args.task  # yours, as data
+    problems = load_task(task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
@@ -237,11 +242,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.launch:
         return _launch(args, recipe, out)
     if args.dry_run:
-        from .training.data import data_sources
+        from aha.formats import get_format
+
+        from .config.schema import resolve_path
+        from .config.validate import files_imported
+        from .training.data import data_sources, rendered_examples
+        from .training.models import tokenizer_only
 
         batch = f"; {global_batch_line(recipe, 1)}" if recipe.grpo.enabled else ""
         print(f"recipe {recipe.name} is valid; stages: {' -> '.join(plan(recipe))}; run directory: {out}{batch}")
+        imported = files_imported(recipe)
+        print("files of yours a run imports (their code runs): " + ("; ".join(imported) if imported else "none"))
         print("data: " + "; ".join(data_sources(recipe)))
+        if recipe.tasks:  # your own data: show what the model will see, so a wrong field shows before any training
+            fmt = get_format(resolve_path(recipe.format, getattr(recipe, "source_dir", None)))
+            print("\n".join(rendered_examples(recipe, fmt, tokenizer_only(recipe.model))))
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
     if is_main():
@@ -392,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--mode", default="default", choices=["default", "faithful"])
     explain.add_argument("--eos-token", default="", help="the tokenizer's eos token (faithful Unsloth regex)")
     explain.add_argument("--all", action="store_true", help="every layer that applies, not just the recipe's")
+    explain.add_argument("--reward", action="append", default=[], metavar="NAME",
+                         help="also score with this reward: a layer, or your function as path/to/file.py:fn or "
+                         "package.module:fn (importing it runs the file; repeatable)")
     explain.set_defaults(func=cmd_rewards_explain)
     rewards.add_parser("list", help="list the reward layers").set_defaults(func=cmd_rewards_list)
 
@@ -399,9 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="local folder or hub id")
     ev.add_argument("--adapter", action="append", help="LoRA adapter folder (repeat for several with vllm)")
     ev.add_argument("--gguf-file", help="GGUF file name inside --model (hf backend)")
-    ev.add_argument("--task", required=True, choices=list(TASKS),
-                    help="gsm8k, math500, aime24, aime25, amc23, minerva, dapo-math (shipped: offline), arith (generated)")
-    ev.add_argument("--data", help="local jsonl/parquet in the task's schema (default: the shipped file, else the hub)")
+    ev.add_argument("--task", required=True, metavar="TASK",
+                    help=f"{', '.join(TASKS)} (shipped: offline; arith generated), or your own task as a YAML file "
+                    "(file or hub, the fields holding question and answer, grader; see README)")
+    ev.add_argument("--data", help="local jsonl/json/csv/parquet in the task's fields (default: the shipped file, "
+                    "else the hub)")
     ev.add_argument("--hub", action="store_true", help="read the task from the Hugging Face Hub, not the shipped file")
     ev.add_argument("--format", default="unsloth")
     ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])

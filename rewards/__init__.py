@@ -14,11 +14,14 @@ from .layers import (
     xml_count, xml_soft_format, xml_strict_format,
 )
 from .mathverify import math_equal
+from .model import RewardModel
+from .references import UserReward, is_reference, load_function
 from .registry import (PUBLISHED_NAMES, PUBLISHED_RECIPES, Reward, get_reward, published_rewards, reward_names,
                        reward_options)
 
 __all__ = [
-    "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "check_answer_exact", "check_answer_numeric",
+    "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "RewardModel", "UserReward", "is_reference",
+    "load_function", "check_answer_exact", "check_answer_numeric",
     "check_dapo_answer", "check_integer", "check_math_verify", "check_number", "completion_text", "explain",
     "format_approximate", "format_exact", "get_reward", "length_penalty", "math_equal", "published_rewards",
     "repetition_penalty", "reward_names", "reward_options", "truncation_penalty", "xml_count", "xml_soft_format", "xml_strict_format",

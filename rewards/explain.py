@@ -10,7 +10,8 @@ from . import faithful as published
 from .core import check_mode, gold_for
 from .dapo import extract_dapo_answer, normalize_final_answer
 from .layers import LAYERS
-from .registry import PUBLISHED_RECIPES
+from .references import is_reference
+from .registry import PUBLISHED_RECIPES, get_reward
 
 
 def diagnose_format(fmt: Format, text: str, level: str = "strict") -> str:
@@ -74,9 +75,10 @@ def recipe_layers(fmt: Format) -> list[str]:
 
 
 def explain(text: str, answer: Any = None, format: Any = "unsloth", mode: str = "default",
-            eos_token: str = "", all_layers: bool = False) -> list[dict[str, Any]]:
+            eos_token: str = "", all_layers: bool = False, rewards: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Score ``text`` with the format's recipe layers (``all_layers``: every layer
-    that applies); rows of ``{layer, score, why}``.
+    that applies), then with ``rewards`` (layer names, your functions by reference, or callables),
+    each as GRPO calls it; rows of ``{layer, score, why}``.
 
     >>> rows = explain("17+17<end_working_out><SOLUTION>34</SOLUTION>", answer="34")
     >>> [(r["layer"], r["score"]) for r in rows]
@@ -93,6 +95,15 @@ def explain(text: str, answer: Any = None, format: Any = "unsloth", mode: str = 
             kwargs["eos_token"] = eos_token
         score = layer([text], **kwargs)[0]
         rows.append({"layer": name, "score": score, "why": _why(name, fmt, text, gold, faithful, eos_token)})
+    for reward in rewards:
+        fn = get_reward(reward, format=fmt, mode=mode)
+        score = fn([text], prompts=[""], answer=[answer])[0]
+        own = is_reference(reward) or callable(reward)
+        why = (f"your function ({reward if isinstance(reward, str) else 'passed in Python'})" if own else
+               _why(fn.__name__, fmt, text, gold, faithful, eos_token) if fn.__name__ in LAYERS else "reward model score")
+        if getattr(fn, "errors", 0):
+            why += "; it raised on this completion (scored None)"
+        rows.append({"layer": fn.__name__, "score": score, "why": why})
     return rows
 
 

@@ -11,6 +11,8 @@ from aha.formats import InputError, get_format
 
 from .core import ErrorTally, log, tallied
 from .layers import LAYERS
+from .model import RewardModel
+from .references import UserReward, is_reference
 
 RewardFn = Callable[..., list]
 
@@ -35,8 +37,11 @@ PUBLISHED_RECIPES = {
 }
 
 
+REWARD_MODEL = "reward_model"  # a sequence-classification model as a layer (aha.rewards.model)
+
+
 def reward_names() -> list[str]:
-    return sorted(LAYERS)
+    return sorted([*LAYERS, REWARD_MODEL])
 
 
 def reward_options(name: str, mode: str = "default") -> tuple[str, ...]:
@@ -45,9 +50,14 @@ def reward_options(name: str, mode: str = "default") -> tuple[str, ...]:
     >>> "max_completion_length" in reward_options("truncation_penalty"), "max_completion_length" in reward_options("check_number")
     (True, False)
     """
+    if name == REWARD_MODEL:
+        return tuple(p for p in inspect.signature(RewardModel).parameters)
+    if is_reference(name) or callable(name):
+        return ()  # the user's function: its options are what the recipe gives it
     layer_name = PUBLISHED_NAMES.get(name, name)
     if layer_name not in LAYERS:
-        raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
+        raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}, or your own function "
+                         "(path/to/file.py:fn or package.module:fn)")
     return tuple(p for p, v in inspect.signature(LAYERS[layer_name].for_mode(mode)).parameters.items()
                  if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "mode")
 
@@ -61,10 +71,21 @@ def get_reward(name: str, format: Any = "unsloth", mode: str = "default", **opti
     >>> fn = get_reward("check_answer", format="unsloth", mode="faithful", eos_token="<|endoftext|>")
     >>> fn.__name__, fn(["<end_working_out><SOLUTION>34</SOLUTION>"], answer=["34"])
     ('check_answer', [5.0])
+
+    ``name`` may also be ``reward_model`` (options ``model``, ``normalize``, ...), your own
+    function by reference (``path/to/file.py:fn``, ``package.module:fn``: importing it runs
+    the file) or, in Python, the function itself; options are passed to it as keywords.
     """
+    if name == REWARD_MODEL:
+        try:
+            return RewardModel(**options)
+        except TypeError as err:
+            raise InputError(f"reward {REWARD_MODEL}: {err}; options: {', '.join(reward_options(REWARD_MODEL))}") from None
+    if is_reference(name) or callable(name):
+        return UserReward(name, options)
     layer_name = PUBLISHED_NAMES.get(name, name)
     if layer_name not in LAYERS:
-        raise InputError(f"unknown reward {name!r}; known: {', '.join(reward_names())}")
+        reward_options(name)  # the one message for an unknown reward
     impl = LAYERS[layer_name].for_mode(mode)  # the mode is chosen here, once
     accepted = inspect.signature(impl).parameters
     unknown = sorted(k for k in options if k not in accepted and k != "mode")

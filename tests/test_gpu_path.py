@@ -49,6 +49,8 @@ PLACED_ELSEWHERE = {
     ("recipes/training/models.py", "dequantize_gguf"): "a one-off conversion to a plain folder on the CPU",
     ("recipes/training/unsloth_backend.py", "__init__"): "Unsloth places its own model",
     ("benchmarks/train.py", "plain_trainer"): "training benchmark: the Trainer places it",
+    ("rewards/model.py", "load"): "a reward model scores beside training: on the training process's own device "
+                                  "(accelerate's), as the Trainer places its model",
 }
 MODEL_CLASSES = {"AutoModelForCausalLM", "PeftModel", "FastLanguageModel", "AutoModel", "AutoModelForSequenceClassification"}
 

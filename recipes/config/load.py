@@ -121,16 +121,22 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set takes key=value, not {item!r}")
-    parts = key.strip().split(".")
+    try:
+        value = parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    set_value(data, key.strip(), value)
+
+
+def set_value(data: dict[str, Any], key: str, value: Any) -> None:
+    """data[section][...][last] = value for ``key`` = ``section....last``, sections made as needed."""
+    parts = key.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: {part} is not a section")
-    try:
-        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    node[parts[-1]] = value
 
 
 def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, processes: int | None = None) -> Recipe:
@@ -191,8 +197,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is Any or hint is typing.Any:
         return plain(value)
     if dataclasses.is_dataclass(hint):
-        if hint is RewardSpec and isinstance(value, str):
-            value = {"name": str(value)}
+        if hint is RewardSpec:
+            return _reward_spec(value, path)
         return _build(hint, value, path)
     if origin in (list, typing.List):  # noqa: UP006
         if not isinstance(value, list):
@@ -233,6 +239,29 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         except ValueError:
             raise RecipeError(f"{path}: must be one of {[e.value for e in hint]}, not {_show(value)}") from None
     return value  # types we do not check (TRL's richer fields) go to TRL, which checks them
+
+
+def _reward_spec(value: Any, path: str) -> RewardSpec:
+    """A reward as a recipe writes it: its name alone, or a mapping whose keys other than name, weight,
+    options and sha256 are its options (``{name: reward_model, model: PATH}``); in Python, the function
+    itself, or a mapping whose name is one."""
+    if callable(value) or isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{path}: expected a reward name or a mapping with name, got {_show(value)}")
+    own = {f.name for f in dataclasses.fields(RewardSpec) if not f.metadata.get("derived")}
+    extra = {k: plain(v) for k, v in value.items() if k not in own}
+    value = {k: v for k, v in value.items() if k in own}
+    if extra:
+        if not isinstance(value.get("options", {}), dict):
+            raise RecipeError(f"{path}.options: expected a mapping, got {_show(value['options'])}")
+        value["options"] = {**extra, **value.get("options", {})}
+    function = value.get("name") if callable(value.get("name")) else None
+    if function is not None:
+        value["name"] = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    spec = _build(RewardSpec, value, path)
+    spec.function = function
+    return spec
 
 
 def _wants_text(hint: Any) -> bool:

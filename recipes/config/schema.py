@@ -59,32 +59,47 @@ class Bounds:
 
 
 def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
-            choices: Callable[[], tuple[Any, ...]] | None = None, **bounds: float) -> Any:
+            choices: Callable[[Any], tuple[Any, ...]] | None = None, **bounds: float) -> Any:
     """A schema field: its default, what it means (``help``), and optionally its bounds
-    (``ge``, ``gt``, ``le``, ``lt``) and ``choices`` (read when checked, for lists that
-    live elsewhere, such as the evaluation tasks)."""
+    (``ge``, ``gt``, ``le``, ``lt``) and ``choices`` (a function of the recipe, read when
+    checked, for lists that live elsewhere, such as the evaluation tasks and the recipe's own)."""
     metadata = {"help": help, "bounds": Bounds(**bounds) if bounds else None, "choices": choices}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def _task_names() -> tuple[str, ...]:
+def own_task(recipe: Recipe, name: str) -> Any:
+    """The recipe's own task ``name`` (an ``aha.eval.tasks.Task``), from its ``tasks`` section as
+    validation recorded it (a mapping with absolute paths)."""
+    from aha.eval.tasks import task_from_spec
+
+    return task_from_spec(name, recipe.tasks[name])
+
+
+def find_task(recipe: Recipe, name: str) -> Any:
+    """THE lookup of a task a recipe names: a shipped task, or one of the recipe's own."""
     from aha.eval.tasks import TASKS
 
-    return tuple(TASKS)
+    return own_task(recipe, name) if name in recipe.tasks else TASKS[name]
 
 
-def _training_task_names() -> tuple[str, ...]:
+def _task_names(recipe: Recipe) -> tuple[str, ...]:
+    from aha.eval.tasks import TASKS
+
+    return (*TASKS, *recipe.tasks)
+
+
+def _training_task_names(recipe: Recipe) -> tuple[str, ...]:
     from aha.eval.tasks import TRAINING_TASKS
 
-    return TRAINING_TASKS
+    return (*TRAINING_TASKS, *(n for n in recipe.tasks if own_task(recipe, n).trains))
 
 
-def _solution_task_names() -> tuple[str, ...]:
+def _solution_task_names(recipe: Recipe) -> tuple[str, ...]:
     from aha.eval.tasks import SOLUTION_TASKS
 
-    return SOLUTION_TASKS
+    return (*SOLUTION_TASKS, *(n for n in recipe.tasks if own_task(recipe, n).solutions))
 
 
 # The preflight's findings, by code: what ``grpo.preflight_accept`` may name (the preflight stage reports them).
@@ -92,7 +107,7 @@ VERDICT_CODES = ("truncated", "truncated-loops", "format-constant", "flat", "no-
                  "few-learnable", "headroom")
 
 
-def _verdict_codes() -> tuple[str, ...]:
+def _verdict_codes(recipe: Recipe) -> tuple[str, ...]:
     return VERDICT_CODES
 
 
@@ -139,9 +154,15 @@ class DataConfig:
 
 @dataclass
 class RewardSpec:
-    name: str
-    weight: float = 1.0
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = setting(help="a reward layer (aha rewards list), reward_model, or your function: path/to/file.py:fn "
+                        "or package.module:fn (importing it runs the file)")
+    weight: float = setting(1.0, help="its weight in GRPO's total reward")
+    options: dict[str, Any] = setting(help="keyword options it is called with (may also be written beside name)",
+                                      factory=dict)
+    sha256: str | None = setting(None, help="your function's file, hashed: recorded when the recipe runs; a file "
+                                 "whose source differs is refused (a resumed run never mixes two rewards)")
+    function: Any = field(default=None, repr=False, compare=False, metadata={
+        "help": "the Python API: your reward function itself (name is then its label)", "derived": True})
 
 
 @dataclass
@@ -268,6 +289,10 @@ class Recipe:
     grpo: GRPOStage = setting(help="LoRA GRPO", factory=GRPOStage)
     eval: EvalConfig = setting(help="evaluation before and after", factory=EvalConfig)
     export: ExportConfig = setting(help="what the run exports", factory=ExportConfig)
+    tasks: dict[str, Any] = setting(help="your own tasks as data, by name: a mapping (file or hub, the fields that "
+                                    "hold question, answer, solution, id; instruction; grader; train_file, train_split "
+                                    "or heldout for training rows) or a task YAML file; data.task, sft.task and "
+                                    "eval.tasks may name them", factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as written (no derived values): what run folders store and compare."""

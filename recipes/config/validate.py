@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from .machine import dtype_problem, llama_cpp_problem, pick_backend, resolve_dtype, unverified_versions, world_size
-from .schema import BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, resolve_path, unsloth_refusal
+from .schema import (
+    BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path, unsloth_refusal,
+)
 
 
 def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
     """Every check, for a run on ``processes`` processes (default: this launch's, 1 alone)."""
-    from aha.eval.tasks import LEVELS, SOLUTION_TASKS, TASKS
+    from aha.eval.tasks import LEVELS, SOLUTION_TASKS
     from aha.formats import get_format
-    from aha.rewards import get_reward
 
     from .trl_args import build_trl_args, check_global_batch, trl_choices
 
@@ -33,7 +34,8 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
         raise RecipeError(unsloth_refusal(m))
     if m.load_in_4bit and m.backend == "hf":
         raise RecipeError("model.load_in_4bit needs backend unsloth")
-    check_fields(recipe)
+    check_own_tasks(recipe, base_dir)
+    check_fields(recipe, recipe=recipe)
     try:
         fmt = get_format(resolve_path(recipe.format, base_dir))
     except (ValueError, FileNotFoundError) as err:
@@ -48,18 +50,15 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
             raise RecipeError(f"{where}: no such data file: {p}")
     if recipe.data.hub and recipe.data.task == "arith":
         raise RecipeError("data.hub: arith is generated from a seed; there is no hub copy to read")
-    if recipe.sft.enabled and not TASKS[recipe.sft.task or recipe.data.task].solutions:
+    if recipe.sft.enabled and not find_task(recipe, recipe.sft.task or recipe.data.task).solutions:
         raise RecipeError(f"sft: {recipe.sft.task or recipe.data.task} has no worked solutions; set sft.task to one "
-                          f"that has ({', '.join(SOLUTION_TASKS)}) for the warmup, or sft.enabled false")
+                          f"that has ({', '.join(SOLUTION_TASKS)}) for the warmup (or your own task with a solution "
+                          "field), or sft.enabled false")
     if recipe.grpo.select == "learnable" and recipe.grpo.preflight == "off":
         raise RecipeError("grpo.select: learnable needs the preflight's pass rates; set grpo.preflight to stop or warn")
     if recipe.grpo.enabled and not recipe.grpo.rewards:
         raise RecipeError("grpo.rewards is empty: GRPO needs at least one reward")
-    for i, spec in enumerate(recipe.grpo.rewards):
-        try:
-            get_reward(spec.name, format=fmt, mode=recipe.grpo.reward_mode, **spec.options)
-        except (ValueError, TypeError) as err:
-            raise RecipeError(f"grpo.rewards[{i}]: {err}") from None
+    check_rewards(recipe, fmt, base_dir)
     if recipe.eval.enabled and not recipe.eval.tasks:
         raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
     for stage in ("sft", "grpo"):
@@ -107,7 +106,56 @@ def check_backend_fits(recipe: Recipe) -> None:
                           "the two backends would train different objectives; set grpo.beta 0 or backend hf")
 
 
-def check_fields(obj: Any, where: str = "") -> None:
+def check_own_tasks(recipe: Recipe, base_dir: Path | None) -> None:
+    """The recipe's own tasks, each read as a task (a mapping, or a task YAML file read here) and
+    recorded as a mapping with its paths made absolute, so the run folder's recipe reads the same
+    files from anywhere."""
+    from aha.eval.tasks import read_task_spec, task_from_spec
+
+    for name, spec in list(recipe.tasks.items()):
+        try:
+            spec_dir = base_dir
+            if isinstance(spec, str):
+                path = Path(resolve_path(spec, base_dir))
+                spec, spec_dir = read_task_spec(path), path.parent
+            task = task_from_spec(str(name), spec, spec_dir)
+        except ValueError as err:
+            raise RecipeError(f"tasks.{name}: {str(err).removeprefix(f'task {name}: ')}") from None
+        recipe.tasks[name] = {**spec, **{k: getattr(task, k) for k in ("file", "train_file", "grader")
+                                         if getattr(task, k)}}
+
+
+def check_rewards(recipe: Recipe, fmt: Any, base_dir: Path | None) -> None:
+    """Each reward builds: a layer with its options, a reward model's options (nothing loads), your
+    function found in its file without running it (``--dry-run`` lists the files), its source hashed
+    (a recorded hash that differs is refused), and no two rewards logging under one name."""
+    from aha.rewards import get_reward
+    from aha.rewards.references import check_reference, function_digest, is_reference, resolve_reference, source_digest
+
+    labels: dict[str, int] = {}
+    for i, spec in enumerate(recipe.grpo.rewards):
+        where = f"grpo.rewards[{i}]"
+        try:
+            if spec.function is not None:
+                spec.sha256, label = function_digest(spec.function), getattr(spec.function, "__name__", spec.name)
+            elif is_reference(spec.name):
+                spec.name = resolve_reference(spec.name, base_dir)
+                path, digest, label = check_reference(spec.name), source_digest(spec.name), spec.name.split(":")[1]
+                if spec.sha256 and spec.sha256 != digest:
+                    raise RecipeError(f"{where}: {path} has changed since this recipe recorded it (sha256 {spec.sha256[:12]} "
+                                      f"then, {digest[:12]} now); put sha256 back to empty to take the new file")
+                spec.sha256 = digest
+            else:
+                label = get_reward(spec.name, format=fmt, mode=recipe.grpo.reward_mode, **spec.options).__name__
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{where}: {err}") from None
+        if label in labels and (spec.function is not None or is_reference(spec.name)):
+            raise RecipeError(f"{where}: {label!r} is also grpo.rewards[{labels[label]}]'s name; TRL logs each reward "
+                              "under its name (rewards/NAME/mean), so give your function another name")
+        labels.setdefault(label, i)
+
+
+def check_fields(obj: Any, where: str = "", recipe: Recipe | None = None) -> None:
     """Each field's declared choices and bounds, through nested sections and lists."""
     for f in dataclasses.fields(obj):
         if f.metadata.get("derived"):
@@ -115,9 +163,9 @@ def check_fields(obj: Any, where: str = "") -> None:
         value, path = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
         choices = f.metadata.get("choices")
         for item in (value if isinstance(value, dict) else [value]) if choices and value is not None else []:
-            if item not in choices():
+            if item not in choices(recipe):
                 where = f"{path} key" if isinstance(value, dict) else path
-                raise RecipeError(f"{where} must be one of {', '.join(choices())}, not {item!r}")
+                raise RecipeError(f"{where} must be one of {', '.join(choices(recipe))}, not {item!r}")
         bounds: Bounds | None = f.metadata.get("bounds")
         problem = bounds.violation(value) if bounds else None
         if problem:
@@ -125,7 +173,7 @@ def check_fields(obj: Any, where: str = "") -> None:
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
             if dataclasses.is_dataclass(item):
-                check_fields(item, f"{path}[{i}]" if isinstance(value, list) else path)
+                check_fields(item, f"{path}[{i}]" if isinstance(value, list) else path, recipe)
 
 
 # Bounds of TRL's own fields (they are TRL's dataclass fields, so they cannot carry ours). TRL and
@@ -198,3 +246,15 @@ def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
             raise RecipeError(f"model.name: {name} is not in the local hub cache and HF_HUB_OFFLINE=1")
 
 
+
+
+def files_imported(recipe: Recipe) -> list[str]:
+    """Every file of the user's that running this recipe imports (its code runs): reward functions
+    and graders named by reference, each with where the recipe names it. Found without importing."""
+    from aha.rewards.references import is_reference, reference_file
+
+    out = [f"{reference_file(spec.name)} (grpo.rewards[{i}]: {spec.name.split(':')[1]})"
+           for i, spec in enumerate(recipe.grpo.rewards) if spec.function is None and is_reference(spec.name)]
+    out += [f"{reference_file(spec['grader'])} (tasks.{name}.grader: {spec['grader'].split(':')[1]})"
+            for name, spec in recipe.tasks.items() if is_reference(spec.get("grader"))]
+    return out

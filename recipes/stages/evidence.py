@@ -4,6 +4,7 @@ the export verification in words."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,16 @@ def reward_curves(log_history: list[dict[str, Any]], path: Path, window: int | N
     A few prompts per step make the raw points swing; the moving average shows the trend."""
     series: dict[str, list[tuple[int, float]]] = {}
     pass_key = _pass_rate_key()
+    def scored(value: Any) -> bool:  # TRL logs None (or NaN) for a layer that scored None on every completion
+        return isinstance(value, (int, float)) and not math.isnan(value)
+
     for row in log_history:
         for key, value in row.items():
-            if key.startswith("rewards/") and key.endswith("/mean"):
+            if key.startswith("rewards/") and key.endswith("/mean") and scored(value):
                 series.setdefault(key.split("/")[1], []).append((row.get("step", 0), value))
-        if "reward" in row:
+        if scored(row.get("reward")):
             series.setdefault("total (weighted)", []).append((row.get("step", 0), row["reward"]))
-    passes = [(row.get("step", 0), row[pass_key]) for row in log_history if pass_key in row]
+    passes = [(row.get("step", 0), row[pass_key]) for row in log_history if scored(row.get(pass_key))]
     if not series:
         return False
     import matplotlib

@@ -30,7 +30,7 @@ from ..config.schema import Recipe, RecipeError, resolve_path
 from ..config.trl_args import global_batch_line
 from ..launch.distributed import on_main
 from .results import STATE_FILE, read_state
-from .table import BY_NAME, REPORT, STAGES, Stage, first_reader, plan
+from .table import BY_NAME, GRPO, REPORT, STAGES, Stage, first_reader, plan
 
 if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
     from ..training.backends import TrainingBackend
@@ -252,6 +252,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
         raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
     if not (Path(out_dir) / STATE_FILE).is_file():
         on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
+    if GRPO.name in stages and GRPO.name not in read_state(Path(out_dir), required=False).get("stages", {}):
+        from ..training.trainers import test_rewards
+
+        # your reward functions (and a reward model) called once on sample rows, before anything is written or loads
+        on_main(lambda: test_rewards(recipe, get_format(resolve_path(recipe.format, recipe_dir))))
     # One writer per run folder: the main process holds its lock for the whole run (refused at once if another holds it).
     lock = on_main(lambda: FolderLock(out_dir).acquire())
     try:

@@ -8,10 +8,10 @@ import random
 from typing import Any
 
 from aha.eval.stats import quantile
-from aha.eval.tasks import Problem, load_dapo, normalize_question
+from aha.eval.tasks import Problem, dapo_training, load_dapo, normalize_question
 from aha.formats import Format
 
-from ..config.schema import Recipe, RecipeError
+from ..config.schema import Recipe, RecipeError, find_task
 from ..config.trl_args import grpo_seed
 
 log = logging.getLogger("aha")
@@ -26,7 +26,7 @@ def eval_problems(recipe: Recipe) -> dict[str, list[Problem]]:
         key = t.task if t.task != "arith" else f"arith-l{t.level}"
         if key in out:
             key = f"{key}-{len(out)}"
-        out[key] = load_task(t.task, path=t.path, limit=t.limit, seed=t.seed, level=t.level,
+        out[key] = load_task(find_task(recipe, t.task), path=t.path, limit=t.limit, seed=t.seed, level=t.level,
                              n=t.limit or 200)
     return out
 
@@ -43,14 +43,22 @@ def training_source(recipe: Recipe, stage: str = "grpo") -> tuple[str, str | Non
 def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
     """The training split for a stage. DAPO-Math's training rows never hold its held-out problems
     (``aha.eval.tasks.dapo_training``); any question that also appears in an evaluation task is
-    dropped, so evaluation is never contaminated."""
+    dropped, so evaluation is never contaminated. Your own task's training rows also lose every
+    row sharing an id with an evaluation problem of that task, and every reworded copy of an
+    evaluation problem (training and evaluation files cut from one data set often hold both)."""
     from aha.eval import load_task
 
     d = recipe.data
-    task, path = training_source(recipe, stage)
+    name, path = training_source(recipe, stage)
+    task = find_task(recipe, name)
     problems = load_task(task, path=path, split="train", hub=d.hub, n=d.num_train, level=d.level, seed=d.seed)
-    held = {normalize_question(p.question) for ps in eval_problems(recipe).values() for p in ps}
+    evaluated = [p for ps in eval_problems(recipe).values() for p in ps]
+    held = {normalize_question(p.question) for p in evaluated}
     kept = [p for p in problems if normalize_question(p.question) not in held]
+    if task.own:
+        ids = {p.id.removeprefix(f"{task.name}-") for p in evaluated if p.id.startswith(f"{task.name}-")}
+        kept = dapo_training([p for p in kept if p.id.removeprefix(f"{task.name}-train-") not in ids], evaluated,
+                             same_numbers=True)
     if len(kept) < len(problems):
         log.info("dropped %d training problems that are also evaluation problems", len(problems) - len(kept))
     if not kept:
@@ -66,6 +74,10 @@ def data_sources(recipe: Recipe) -> list[str]:
     def where(task: str, path: str | None, hub: bool) -> str:
         if path:
             return f"{task} from {path}"
+        if task in recipe.tasks:
+            own = find_task(recipe, task)
+            rows = own.train_file or (f"{own.file}, all but {own.heldout} held out" if own.heldout else None)
+            return f"{task} (yours) from {rows or own.hub[0] + ' ' + str(own.train_hub[2]) + ' (hub)'}"
         if task == "arith":
             return f"arith level {recipe.data.level}, generated ({recipe.data.num_train} problems)"
         spec = TASKS[task]
@@ -117,8 +129,29 @@ def grpo_rows(recipe: Recipe, fmt: Format, tokenizer: Any, problems: list[Proble
     prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in pool]
     lengths = [len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in prompts]
     cutoff = quantile(lengths, recipe.grpo.prompt_percentile / 100)
-    rows = [{"prompt": x, "answer": p.answer, "id": p.id} for x, p, n in zip(prompts, pool, lengths) if n <= cutoff]
+    rows = [{"prompt": x, "question": p.question, "answer": p.answer, "id": p.id, **p.columns}
+            for x, p, n in zip(prompts, pool, lengths) if n <= cutoff]
     if len(rows) < len(pool):
         log.info("grpo: dropped %d prompts longer than %g tokens (percentile %g)", len(pool) - len(rows), cutoff,
                  recipe.grpo.prompt_percentile)
     return rows, max(n for n in lengths if n <= cutoff)
+
+
+def rendered_examples(recipe: Recipe, fmt: Format, tokenizer: Any, count: int = 2) -> list[str]:
+    """What each stage's first problems look like as the model sees them (``--dry-run``): the prompt
+    as GRPO and evaluation send it and, for SFT, the target the warmup trains on."""
+    out = []
+    stages = [(s, training_problems(recipe, s)) for s, on in (("sft", recipe.sft.enabled), ("grpo", recipe.grpo.enabled))
+              if on]
+    if recipe.eval.enabled:
+        stages += [(f"eval {name}", problems) for name, problems in eval_problems(recipe).items()]
+    for stage, problems in stages:
+        shown = [p for p in problems if p.solution][:count] if stage == "sft" else problems[:count]
+        for p in shown:
+            out.append(f"--- {stage}: {p.id} (gold {p.answer!r}{', grader ' + p.grader if p.grader != 'numeric' else ''})")
+            out.append("prompt: " + fmt.build_prompt(tokenizer, p.question, p.instruction))
+            if stage == "sft":
+                out.append("target: " + fmt.render_completion(p.solution, p.answer))
+            if p.columns:
+                out.append("columns for your rewards: " + ", ".join(f"{k}={v!r}" for k, v in p.columns.items()))
+    return out

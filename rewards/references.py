@@ -1,0 +1,257 @@
+"""Functions of the user's own, named by reference: ``path/to/file.py:fn`` or ``package.module:fn``.
+
+A reference is found without running anything (:func:`reference_file`, :func:`check_reference`:
+the file exists and defines the name), so ``aha run --dry-run`` can list the files a recipe
+would import; :func:`load_function` imports it (running the file's code) once per process.
+:func:`source_digest` hashes the file, which the run records so a resumed run refuses a
+changed function. :class:`UserReward` turns a user's reward into what a built-in layer is:
+TRL's signature, errors counted per completion, picklable by reference.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aha.formats import InputError
+
+from .core import log
+
+_LOADED: dict[str, Callable[..., Any]] = {}
+_LOCK = threading.Lock()
+
+
+def is_reference(name: Any) -> bool:
+    """Does ``name`` name a function by reference (``file.py:fn`` or ``package.module:fn``)?
+
+    >>> is_reference("my_rewards.py:score"), is_reference("pkg.mod:fn"), is_reference("format_exact")
+    (True, True, False)
+    """
+    if not isinstance(name, str) or name.count(":") != 1:
+        return False
+    where, attr = name.split(":")
+    return bool(where) and attr.isidentifier()
+
+
+def resolve_reference(name: str, base_dir: str | Path | None = None) -> str:
+    """A file reference with its file made absolute: relative to the working directory, else
+    to ``base_dir`` (the recipe's folder). Module references are returned as they are."""
+    where, attr = name.split(":")
+    if not where.endswith(".py"):
+        return name
+    path = Path(where).expanduser()
+    if not path.is_absolute() and not path.exists() and base_dir is not None and (Path(base_dir) / path).exists():
+        path = Path(base_dir) / path
+    return f"{path.resolve()}:{attr}" if path.exists() else name  # a missing file is named as it was written
+
+
+def reference_file(name: str) -> Path:
+    """The source file a reference would import, found without importing anything."""
+    where, _ = name.split(":")
+    if where.endswith(".py"):
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise InputError(f"{name}: no such file: {where}")
+        return path
+    parts = where.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise InputError(f"{name}: {where!r} is neither a .py file nor a dotted module name")
+    for entry in [str(Path.cwd())] + sys.path:
+        base = Path(entry or ".").joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    raise InputError(f"{name}: no module {where} on the Python path (a file is named path/to/file.py:{name.split(':')[1]})")
+
+
+def check_reference(name: str) -> Path:
+    """The file a reference names, checked without running it: it parses, and it defines the
+    name at its top level (a ``def``, a class or an assignment). Returns the file."""
+    path = reference_file(name)
+    attr = name.split(":")[1]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{name}: {path} is not valid Python ({type(err).__name__}: {err})") from None
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    if attr not in defined:
+        shown = ", ".join(sorted(n for n in defined if not n.startswith("_"))[:8]) or "nothing"
+        raise InputError(f"{name}: {path} defines no {attr!r} at its top level (it defines {shown})")
+    return path
+
+
+def source_digest(name: str) -> str:
+    """The sha256 of the file a reference names (what a run records; a changed file is refused)."""
+    return hashlib.sha256(reference_file(name).read_bytes()).hexdigest()
+
+
+def load_function(name: str) -> Callable[..., Any]:
+    """Import the function a reference names (once per process). Any failure is one line."""
+    with _LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        path = check_reference(name)
+        where, attr = name.split(":")
+        try:
+            if where.endswith(".py"):
+                module_name = "aha_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(where)
+        except Exception as err:  # noqa: BLE001 - the user's file: whatever it raises is one line naming it
+            raise InputError(f"{name}: importing {path} raised {type(err).__name__}: {err}") from None
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise InputError(f"{name}: {attr} in {path} is {type(fn).__name__}, not a function")
+        _LOADED[name] = fn
+        return fn
+
+
+def function_digest(fn: Callable[..., Any]) -> str:
+    """The sha256 of a callable's source (a function passed in Python, not by reference)."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        source = getattr(fn, "__qualname__", repr(fn))
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _number(value: Any) -> float | None:
+    """A reward value as TRL takes it: a finite number, or None (skipped)."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (list, tuple)):
+        value = value.item()  # a numpy or torch scalar
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"returned {value!r}, not a finite number or None")
+    return float(value)
+
+
+def checked_scores(values: Any, count: int) -> list[float | None]:
+    """A reward function's return value as TRL needs it: one finite number or None per completion.
+
+    >>> checked_scores([1, None, 0.5], 3)
+    [1.0, None, 0.5]
+    >>> checked_scores([1.0], 2)
+    Traceback (most recent call last):
+    ...
+    TypeError: returned 1 values for 2 completions
+    """
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        raise TypeError(f"returned {type(values).__name__}, not a list with one score per completion")
+    values = list(values)
+    if len(values) != count:
+        raise TypeError(f"returned {len(values)} values for {count} completions")
+    return [_number(v) for v in values]
+
+
+class UserReward:
+    """A reward function of the user's, with what a built-in layer gets: TRL's signature
+    (``fn(completions, **columns)``; TRL also passes ``prompts``, ``completion_ids``,
+    ``trainer_state`` and ``log_metric``), its options bound, completions it raises on
+    scoring None and counted in ``errors`` (a batch it raises on is scored one completion at a
+    time, so one odd completion costs only its own score), and pickling by reference (TRL's
+    workers import the function again). ``function`` is a reference or, in Python, a callable.
+
+    >>> import pickle, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "mine.py"), "w").write(
+    ...     "def short(completions, **kw):\\n    return [1.0 / len(c) for c in completions]\\n")
+    >>> reward = UserReward(os.path.join(folder, "mine.py") + ":short")
+    >>> reward(["ab", ""]), reward.errors
+    ([0.5, None], 1)
+    >>> pickle.loads(pickle.dumps(reward))(["abcd"])
+    [0.25]
+    """
+
+    def __init__(self, function: str | Callable[..., Any], options: dict[str, Any] | None = None,
+                 name: str | None = None):
+        self.reference = function if isinstance(function, str) else None
+        self._fn = load_function(function) if isinstance(function, str) else function
+        self.options = dict(options or {})
+        self.__name__ = self.__qualname__ = name or getattr(self._fn, "__name__", type(self._fn).__name__)
+        self.__doc__ = getattr(self._fn, "__doc__", None)
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._said = False
+
+    def _call(self, completions: list[Any], columns: dict[str, Any]) -> list[float | None]:
+        return checked_scores(self._fn(completions=completions, **{**columns, **self.options}), len(completions))
+
+    def __call__(self, completions: Any = None, **columns: Any) -> list[float | None]:
+        completions = list(completions or [])
+        try:
+            return self._call(completions, columns)
+        except Exception as err:  # noqa: BLE001 - scored one by one below; every failure counted
+            first_error = err
+        scores, failed = [], 0
+        for i, completion in enumerate(completions):
+            one = {k: [v[i]] if isinstance(v, (list, tuple)) and len(v) == len(completions) else v
+                   for k, v in columns.items()}
+            try:
+                scores.append(self._call([completion], one)[0])
+            except Exception:  # noqa: BLE001 - counted, never silent
+                scores.append(None)
+                failed += 1
+        with self._lock:
+            self.errors += failed
+            first, self._said = not self._said and failed > 0, self._said or failed > 0
+        if first:
+            log.warning("reward %s raised on a completion (%s: %s); it scores None there and every such error is "
+                        "counted", self.__name__, type(first_error).__name__, first_error)
+        return scores
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        if self.reference is not None:
+            state.pop("_fn")  # imported again where it is unpickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_fn" not in state:
+            self._fn = load_function(self.reference)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"UserReward({self.__name__}: {self.reference or self._fn!r})"
+
+
+def test_call(fn: Callable[..., Any], what: str, completions: list[str], columns: dict[str, list[Any]]) -> None:
+    """Call a reward once as TRL will, on sample rows, before any training: a function that raises,
+    returns the wrong number of values or something that is not a number is one line naming it."""
+    n = len(completions)
+    trl_keywords = {"prompts": columns.get("prompt", [""] * n), "completion_ids": [[] for _ in range(n)],
+                    "trainer_state": None, "log_metric": lambda name, value: None}
+    inner = getattr(fn, "_fn", None)
+    target = (lambda **kw: inner(**{**kw, **fn.options})) if inner is not None else fn
+    try:
+        values = target(completions=completions, **trl_keywords, **{k: v for k, v in columns.items() if k != "prompt"})
+        checked_scores(values, n)
+    except TypeError as err:
+        hint = (" (TRL passes prompts, completions, completion_ids, trainer_state, log_metric and the dataset's "
+                f"columns {', '.join(sorted(set(columns) - {'prompt'}))} as keywords: give the function **kwargs)"
+                if "argument" in str(err) else "")
+        raise InputError(f"{what}: {err}{hint}") from None
+    except Exception as err:  # noqa: BLE001 - the user's code: whatever it raises is one line naming it
+        raise InputError(f"{what}: raised {type(err).__name__}: {err} when called on {n} sample completions") from None
