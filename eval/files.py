@@ -46,6 +46,8 @@ def read_json(path: str | Path, hint: str = REMAKE, kind: type | None = dict) ->
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}; {hint})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deep to read ({hint})") from None
     if kind is not None and not isinstance(value, kind):
         raise InputError(f"{path}: expected a JSON {kind.__name__}, found {type(value).__name__} ({hint})")
     return value

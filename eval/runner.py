@@ -78,6 +78,9 @@ def _check_resumable(out: Path, done: dict[str, dict[str, Any]], problems: list[
                          "use another --out for another data file, task or limit")
 
 
+ROW_VERDICTS = ("format_ok", "strict", "lenient")  # what every graded sample carries (comparisons read them)
+
+
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
     """Rows already written, by problem id. A torn last line (killed mid-write) is dropped;
     anything else that is not a result row is an error naming the file and line."""
@@ -97,6 +100,9 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
         if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("samples"), list)
                 and row["samples"] and all(isinstance(g, dict) for g in row["samples"])):
             raise InputError(f"{path}:{n}: not a result row (needs an 'id' and a non-empty list of 'samples')")
+        if not all(isinstance(g.get(k), bool) for g in row["samples"] for k in ROW_VERDICTS):
+            raise InputError(f"{path}:{n}: a result row without its verdicts (each sample needs "
+                             f"{', '.join(ROW_VERDICTS)}, as aha eval writes them)")
         done[row["id"]] = row
     return done
 

@@ -129,7 +129,11 @@ def load_gsm8k(path: str | Path | None = None, split: str = "test") -> list[Prob
     for i, row in enumerate(rows):
         solution = CALCULATOR_NOTE.sub("", str(row["answer"]).split("####")[0]).strip() if "####" in str(
             row["answer"]) else ""
-        out.append(Problem(f"gsm8k-{split}-{i}", row["question"], gold_from_gsm8k(row["answer"]) or "", solution))
+        gold = gold_from_gsm8k(row["answer"])
+        if not gold:
+            raise InputError(f"{path or GSM8K_HUB[0]}: row {i + 1}: no gold answer after '####' in its answer "
+                             f"{str(row['answer'])[-40:]!r}")
+        out.append(Problem(f"gsm8k-{split}-{i}", row["question"], gold, solution))
     return out
 
 
@@ -194,23 +198,55 @@ def numbers_in(text: str) -> tuple[str, ...]:
     return tuple(sorted(re.findall(r"\d+(?:\.\d+)?", text)))
 
 
-def rewording_key(question: str, same_numbers: bool = False) -> tuple[frozenset[str], tuple[str, ...]]:
-    """What :func:`reworded` compares: the question's words and (``same_numbers``) its numbers."""
-    return question_words(question), numbers_in(question) if same_numbers else ()
+def sentences(text: str) -> list[str]:
+    """A question's sentences (split after . ? ! before the next sentence's capital or formula)."""
+    return [s for s in re.split(r"(?<=[.?!])\s+(?=[A-Z$\\])", text.strip()) if s]
 
 
-def reworded(a: tuple[frozenset[str], tuple[str, ...]], b: tuple[frozenset[str], tuple[str, ...]]) -> bool:
+Words = tuple[frozenset[str], tuple[str, ...]]  # a text's words and numbers
+RewordingKey = tuple[Words, bool, tuple[Words, ...]]  # the whole question, numbers must match, one sentence dropped
+
+
+ASKS = re.compile(r"\?|\b(find|compute|determine|evaluate|calculate|simplify|solve|show|prove|express|give|what|how|"
+                  r"which|who|when|where|why)\b", re.IGNORECASE)
+
+
+def rewording_key(question: str, same_numbers: bool = False) -> RewordingKey:
+    """What :func:`reworded` compares: the question's words and numbers, whether the numbers must
+    match (``same_numbers``), and its words and numbers with each one sentence dropped (where what
+    is left still asks something: a setup alone is not the problem)."""
+    parts = sentences(question)
+    dropped = [" ".join(parts[:i] + parts[i + 1:]) for i in range(len(parts))] if len(parts) > 1 else []
+    dropped = [d for d in dropped if ASKS.search(d)]
+    return ((question_words(question), numbers_in(question)), same_numbers,
+            tuple((question_words(d), numbers_in(d)) for d in dropped))
+
+
+def reworded(a: RewordingKey, b: RewordingKey) -> bool:
     """Are two questions (their :func:`rewording_key`) one problem reworded? Most words shared
-    (:func:`near_duplicate`) and, when the keys carry them, every number the same: templated
-    problems share most words and differ only in their numbers.
+    (:func:`near_duplicate`; with ``same_numbers`` every number the same too: templated problems
+    share most words and differ only in their numbers), or the same once a sentence of one is
+    dropped, numbers included: an instruction sentence added or left out ("Provide your answer
+    as a single integer.") weighs too much in a short question for the words alone.
 
     >>> rope = "A rope is 4 meters long. How many centimeters long is it?"
     >>> reworded(rewording_key(rope, True), rewording_key(rope.replace("How", "So how"), True))
     True
     >>> reworded(rewording_key(rope, True), rewording_key(rope.replace("4", "7"), True))
     False
+    >>> q = "The greatest prime divisor of $16{,}384$ is $2$. Find the sum of the digits of the greatest prime divisor of $16{,}383$."
+    >>> longer = q.replace("Find", "What is").rstrip(".") + "? Provide your answer as a single integer."
+    >>> near_duplicate(question_words(q), question_words(longer)), reworded(rewording_key(q), rewording_key(longer))
+    (False, True)
+    >>> reworded(rewording_key(q), rewording_key(longer.replace("16{,}383", "16{,}385")))
+    False
     """
-    return a[1] == b[1] and near_duplicate(a[0], b[0])
+    (a_words, a_numbers), strict, a_dropped = a
+    (b_words, b_numbers), _, b_dropped = b
+    if (a_numbers == b_numbers or not strict) and near_duplicate(a_words, b_words):
+        return True
+    return any(n == b_numbers and near_duplicate(w, b_words) for w, n in a_dropped) or any(
+        n == a_numbers and near_duplicate(a_words, w) for w, n in b_dropped)
 
 
 def dapo_split(problems: list[Problem], heldout: int, seed: int = 0,
@@ -230,7 +266,7 @@ def dapo_split(problems: list[Problem], heldout: int, seed: int = 0,
         return hashlib.sha256(f"{seed}:{normalize_question(p.question)}".encode()).hexdigest()
 
     held: list[Problem] = []
-    held_keys: list[tuple[frozenset[str], tuple[str, ...]]] = []
+    held_keys: list[RewordingKey] = []
     for p in sorted(problems, key=rank):
         if len(held) == heldout:
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,19 +74,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.formats import get_format
 
     from .config.machine import resolve_dtype
-    from .config.schema import ModelConfig
+    from .config.schema import SEED_MAX, ModelConfig
     from .config.validate import check_model_exists
 
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
     check_out_folder(args.out, results=True)
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UsageError(f"--seed must be >= 0 and <= {SEED_MAX}, not {args.seed}")
     task = read_task_file(args.task) if args.task.endswith((".yaml", ".yml")) else args.task  # yours, as data
-    problems = load_task(task, path=args.data, limit=args.limit, seed=args.seed, level=args.level, hub=args.hub)
+    problems = load_task(task, path=args.data, seed=args.seed, level=args.level, hub=args.hub,
+                         n=args.limit or 200)
+    if args.limit and args.limit > len(problems):
+        raise UsageError(f"--limit {args.limit}: {args.task} has {len(problems)} problems (use --limit {len(problems)} "
+                         "or none for all), so the summary never claims more than were evaluated")
+    problems = problems[:args.limit] if args.limit else problems
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
         raise UsageError(str(err).replace("model.name: ", "--model: ").replace("model.gguf_file: ", "--gguf-file: "))
+    check_context(args.model, args.gguf_file, problems, fmt, args.max_new_tokens)
     adapters = args.adapter or [None]
     for adapter in args.adapter or []:
         check_adapter_folder(adapter)
@@ -184,6 +193,13 @@ def check_out_folder(out: str | None, results: bool = False) -> None:
     if out is not None and not str(out).strip():
         raise UsageError("--out is empty: name a folder for the results (it is created if missing)")
     folder = Path(out) if out else None
+    if folder:
+        long = next((part for part in folder.parts if len(part.encode()) > 255), None)
+        if long:
+            raise UsageError(f"--out: the name {long[:40]}... is longer than a file system allows (255 bytes)")
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: {existing} is not writable (read-only, or not yours); choose another folder")
     if folder and folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {out}: that is a file, not a folder; give a folder path (it is created if missing)")
     if results and folder and folder.is_dir():
@@ -194,6 +210,27 @@ def check_out_folder(out: str | None, results: bool = False) -> None:
             shown = ", ".join(sorted(e.name for e in entries)[:3])
             raise UsageError(f"--out {out} holds files aha did not write ({shown}{', ...' if len(entries) > 3 else ''}); "
                              "give a new or empty folder, or one an earlier `aha eval` wrote")
+
+
+def check_context(model: str, gguf_file: str | None, problems: list, fmt, max_new_tokens: int) -> None:
+    """The longest prompt plus ``max_new_tokens`` must fit the model's context (its config, read without
+    weights; a model whose config cannot be read here is not checked): past it, generation runs on
+    positions the model never saw, for as long as it is asked to."""
+    from transformers import AutoTokenizer
+
+    from .config.schema import ModelConfig
+    from .config.validate import model_config
+
+    config = model_config(ModelConfig(name=model, gguf_file=gguf_file), None)
+    limit = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if not isinstance(limit, int) or max_new_tokens < limit // 2:
+        return  # tokenizing every prompt is only worth it near the limit
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    longest = max(len(tokenizer(fmt.build_prompt(tokenizer, p.question, p.instruction), add_special_tokens=False)
+                      ["input_ids"]) for p in problems)
+    if longest + max_new_tokens > limit:
+        raise UsageError(f"--max-new-tokens {max_new_tokens}: with the longest prompt ({longest} tokens) that passes "
+                         f"{model}'s context of {limit} tokens; use at most {max(1, limit - longest)}")
 
 
 def _cache_dir() -> Path:
@@ -209,6 +246,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(runs) % 2:
         raise UsageError(f"compare takes pairs of results folders, BEFORE AFTER [BEFORE AFTER ...]; got {len(runs)}")
     pairs = list(zip(runs[::2], runs[1::2]))
+    for before, after in pairs:
+        if Path(before).resolve() == Path(after).resolve():
+            raise UsageError(f"compare {before} with itself: every problem would pair with its own answer; give the "
+                             "evaluation before and the one after")
     if len(pairs) == 1:
         out = Path(args.out or pairs[0][1])
         write_report(*pairs[0], out, metric=args.metric, allow_mixed=args.allow_mixed)
@@ -239,6 +280,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check happens here, before any model loads (for the launch's processes when --launch)
     recipe = load_recipe(args.recipe, args.set, out=args.out, processes=processes)
     out = Path(args.out or Path("runs") / recipe.name)
+    for flag, stage in (("--stop-after", args.stop_after), ("--from", args.restart_from)):
+        if stage and stage not in plan(recipe):
+            raise UsageError(f"{flag} {stage}: not a stage of this recipe ({', '.join(plan(recipe))})")
     if args.launch:
         return _launch(args, recipe, out)
     if args.dry_run:

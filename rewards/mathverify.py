@@ -284,9 +284,13 @@ def math_equal(gold: str | None, guess: str | None) -> bool | None:
 
     >>> math_equal("0.5", "\\\\frac{1}{2}"), math_equal("1,234", "1234"), math_equal("3", "4")
     (True, True, False)
+    >>> math_equal("\\\\frac{1}{s+1}-\\\\frac{e^{-1}}{s}", "\\\\frac{1}{s+1}-\\\\frac{e^{-1}}{s}")
+    True
     """
     if not isinstance(gold, str):
         return None
+    if isinstance(guess, str) and guess.split() == gold.split() and gold.strip():
+        return True  # the same text is the same answer, also where math-verify cannot parse it (4 Minerva golds)
     gold_text = _prepare(gold)
     if gold_text is None:
         return None

@@ -40,21 +40,29 @@ ALLOWED = {  # imports point one way: formats <- rewards <- eval <- recipes
 }
 
 
-@pytest.mark.parametrize("package", list(ALLOWED))
-def test_imports_point_one_way(package):
-    import ast
-    import importlib
-    import pathlib
+def _one_way_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports between the four packages that point the wrong way (relative ones included)."""
+    def top(module: str) -> str:
+        return ".".join(module.split(".")[:2])
 
-    folder = pathlib.Path(importlib.import_module(f"aha.{package}").__file__).parent
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            for name in names:
-                if name.startswith("aha.") and not name.startswith(f"aha.{package}"):
-                    top = ".".join(name.split(".")[:2])
-                    assert top in ALLOWED[package], f"{package}/{path.name} imports {name}"
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if top(target) != top(module) and top(target) not in ALLOWED[top(module).split(".")[1]])
+
+
+@pytest.mark.parametrize("copy", ["installed", "source"])
+def test_imports_point_one_way(copy):
+    """Checked on the import graph of the installed package and of the source tree alike, so a relative
+    import (``from ..eval import x`` in formats/) counts as much as an absolute one."""
+    assert _one_way_violations(_import_graph(None if copy == "installed" else SOURCE)) == []
+
+
+def test_a_relative_import_climbing_the_wrong_way_is_caught(tmp_path):
+    for package in ALLOWED:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "eval" / "tasks.py").write_text("X = 1\n")
+    (tmp_path / "formats" / "bad.py").write_text("def f():\n    from ..eval.tasks import X\n    return X\n")
+    assert _one_way_violations(_import_graph(tmp_path)) == ["aha.formats.bad -> aha.eval.tasks"]
 
 
 def test_nothing_points_outside_the_repo():
@@ -83,18 +91,27 @@ def test_nothing_points_outside_the_repo():
     assert offenders == [], offenders
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """Every module of the installed ``aha`` -> the modules of ``aha`` it imports, wherever the
-    import stands (top level, inside a function, under TYPE_CHECKING); ``from .x import y``
-    points at module ``x.y`` when that is a module, else at ``x``."""
+SOURCE = __import__("pathlib").Path(__file__).resolve().parents[1]  # the checkout: formats/, rewards/, eval/, recipes/
+
+
+def _import_graph(source=None) -> dict[str, set[str]]:
+    """Every module of ``aha`` -> the modules of ``aha`` it imports, wherever the import stands (top
+    level, inside a function, under TYPE_CHECKING); ``from .x import y`` points at module ``x.y``
+    when that is a module, else at ``x``. ``source``: a folder holding the four package folders (the
+    checkout), else the installed package."""
     import ast
     import importlib
     import pathlib
 
-    root = pathlib.Path(importlib.import_module("aha.recipes").__file__).parents[1]
+    if source is None:
+        root = pathlib.Path(importlib.import_module("aha.recipes").__file__).parents[1]
+        files = [(path, path.relative_to(root.parent)) for path in root.rglob("*.py")]
+    else:
+        files = [(path, pathlib.Path("aha") / path.relative_to(source)) for package in ALLOWED
+                 for path in (pathlib.Path(source) / package).rglob("*.py")]
     modules = {}
-    for path in root.rglob("*.py"):
-        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    for path, relative in files:
+        parts = list(relative.with_suffix("").parts)
         package = parts[-1] == "__init__"
         modules[".".join(parts[:-1] if package else parts)] = (path, package)
     graph = {}

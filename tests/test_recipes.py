@@ -99,7 +99,7 @@ def test_the_dapo_recipe_dry_runs_offline_on_the_shipped_data(capsys):
             "--set", "export.gguf=null"]
     assert main(args) == 0
     data = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "grpo: dapo-math, shipped (96 problems; data.hub: true reads open-r1/DAPO-Math-17k-Processed)" in data
+    assert "grpo: dapo-math, shipped (95 problems; data.hub: true reads open-r1/DAPO-Math-17k-Processed)" in data
     assert "eval: dapo-math (200 problems), math500 (500 problems)" in data
     assert main(args + ["--set", "data.task=arith", "--set", "data.hub=true", "--set", "sft.task=arith"]) == 2
     assert "data.hub: arith is generated" in capsys.readouterr().err

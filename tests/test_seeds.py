@@ -98,7 +98,15 @@ def test_seeds_2_on_the_smoke_recipe(tmp_path):
     report = json.loads((out / "seeds_report.json").read_text())
     assert report["replicates"] == [0, 1]
     grpo = report["greedy"]["arith-l1/grpo"]["metrics"]["lenient"]
-    assert grpo["fixed"] + grpo["broken"] >= 0 and len(grpo["before"]) == 2 and grpo["delta"]["n"] == 2
+    assert len(grpo["before"]) == 2 and grpo["delta"]["n"] == 2
+    counted = {"fixed": 0, "broken": 0}  # the pooled counts are the replicates' own discordant pairs, added up
+    for r in (0, 1):
+        before, after = ({row["id"]: row["samples"][0]["lenient"] for row in map(json.loads, (
+            out / f"replicate-{r}" / stage / "arith-l1" / "samples.jsonl").read_text().splitlines())}
+            for stage in ("eval-after-sft", "eval-after"))
+        counted["fixed"] += sum(not before[i] and after[i] for i in before)
+        counted["broken"] += sum(before[i] and not after[i] for i in before)
+    assert (grpo["fixed"], grpo["broken"]) == (counted["fixed"], counted["broken"])
     assert "arith-l1-sampled/grpo" in report["sampled"]
     text = (out / "seeds.md").read_text()
     assert "## arith-l1/grpo" in text and "pooled" in text

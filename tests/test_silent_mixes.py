@@ -31,7 +31,7 @@ def test_training_and_evaluation_read_tasks_through_one_loader():
     from aha.formats import InputError
 
     assert len(load_task("arith", split="train", n=5)) == 5
-    assert len(load_task("dapo-math", split="train")) == 96
+    assert len(load_task("dapo-math", split="train")) == 95
     with pytest.raises(InputError, match="math500 has no training rows"):
         load_task("math500", split="train")
 

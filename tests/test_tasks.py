@@ -99,12 +99,13 @@ def test_eval_on_aime24_writes_avg_at_k_and_its_interval(tmp_path, monkeypatch):
 def test_dapo_math_ships_a_clean_split_that_loads_offline():
     """The held-out split and the training rows load offline, never share a problem (nor a
     reworded one), and the held-out problems are the ones ``dapo_split`` picks from them all."""
-    from aha.eval.tasks import dapo_split, near_duplicate, normalize_question, question_words
+    from aha.eval.tasks import dapo_split, near_duplicate, normalize_question, question_words, reworded, rewording_key
 
     held, train = load_task("dapo-math"), load_task("dapo-math", split="train")
-    assert (len(held), len(train)) == (200, 96)
+    assert (len(held), len(train)) == (200, 95)
     assert not {normalize_question(p.question) for p in held} & {normalize_question(p.question) for p in train}
     assert not any(near_duplicate(question_words(a.question), question_words(b.question)) for a in held for b in train)
+    assert not any(reworded(rewording_key(a.question), rewording_key(b.question)) for a in held for b in train)
     assert {p.id for p in dapo_split(held + train, 200)[1]} == {p.id for p in held}
     assert all(re.fullmatch(r"-?\d+", p.answer) for p in held + train)  # DAPO's answers are integers
     assert not any(re.search(r"[\u4e00-\u9fff]", p.question) for p in held + train)  # the English problems
@@ -131,7 +132,7 @@ def test_faithful_dapo_reward_equals_verl_on_the_shipped_golds():
 
     table = _verl_on_shipped()
     golds = {p.answer for p in load_task("dapo-math") + load_task("dapo-math", split="train")}
-    assert len(table) == 4 * 296 and {gold for _, gold, _ in table} == golds
+    assert len(table) == 4 * 296 and golds <= {gold for _, gold, _ in table}  # the table also holds a row since dropped
     texts, answers, expected = zip(*table)
     assert check_dapo_answer(list(texts), answer=list(answers), mode="faithful") == list(expected)
 

@@ -54,7 +54,26 @@ _WordLoader.add_constructor("tag:yaml.org,2002:bool", _bool_word)
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_WordLoader)  # noqa: S506 - a SafeLoader subclass
+    value = yaml.load(text, Loader=_WordLoader)  # noqa: S506 - a SafeLoader subclass
+    _refuse_cycles(value)
+    return value
+
+
+def _refuse_cycles(value: Any, inside: tuple[int, ...] = ()) -> None:
+    """A YAML alias that refers to its own anchor (``a: &x [*x]``) builds a list that holds itself:
+    no recipe value is that, and reading it would recurse without end.
+
+    >>> _refuse_cycles(yaml.safe_load("{a: &x [1, 2], b: *x}"))  # a shared alias is fine
+    >>> _refuse_cycles(yaml.safe_load("a: &x [1, *x]"))
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: a YAML alias refers to its own anchor (a value that holds itself); write the value out
+    """
+    if isinstance(value, (dict, list)):
+        if id(value) in inside:
+            raise RecipeError("a YAML alias refers to its own anchor (a value that holds itself); write the value out")
+        for item in value.values() if isinstance(value, dict) else value:
+            _refuse_cycles(item, (*inside, id(value)))
 
 
 def plain(value: Any) -> Any:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from aha.formats import InputError
 
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
+SEED_MAX = 2**32 - 1  # numpy's seeds stop here (torch's too, for the seeds a run derives)
 
 
 class RecipeError(InputError):
@@ -38,6 +39,8 @@ class Bounds:
     'must be >= 0 and < 1, not 5'
     >>> Bounds(ge=1).violation(float("nan"))
     'must be a finite number, not nan'
+    >>> Bounds(ge=0, le=2**32 - 1).violation(2**32)
+    'must be >= 0 and <= 4294967295, not 4294967296'
     """
 
     ge: float | None = None
@@ -54,8 +57,11 @@ class Bounds:
                   (self.le, "<=", value <= (self.le or 0)), (self.lt, "<", value < (self.lt or 0))]
         if all(ok for bound, _, ok in checks if bound is not None):
             return None
-        said = [f"{op} {bound:g}" for bound, op, _ in checks if bound is not None]
-        return f"must be {' and '.join(said)}, not {value:g}"
+        def shown(x: float) -> str:
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        said = [f"{op} {shown(bound)}" for bound, op, _ in checks if bound is not None]
+        return f"must be {' and '.join(said)}, not {shown(value)}"
 
 
 def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
@@ -63,7 +69,7 @@ def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | N
     """A schema field: its default, what it means (``help``), and optionally its bounds
     (``ge``, ``gt``, ``le``, ``lt``) and ``choices`` (a function of the recipe, read when
     checked, for lists that live elsewhere, such as the evaluation tasks and the recipe's own)."""
-    metadata = {"help": help, "bounds": Bounds(**bounds) if bounds else None, "choices": choices}
+    metadata = {"help": help, "bounds": Bounds(**bounds), "choices": choices}  # every number at least finite
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -146,10 +152,10 @@ class DataConfig:
     path: str | None = setting(None, help="local jsonl/parquet in the task's schema; empty: the shipped copy "
                                "(dapo-math), else the hub")
     hub: bool = setting(False, help="read the training rows from the Hugging Face Hub, not the shipped copy "
-                        "(dapo-math ships 96 of the hub's 14,116; tasks that ship none always read the hub)")
+                        "(dapo-math ships 95 of the hub's 14,116; tasks that ship none always read the hub)")
     level: int = setting(1, ge=1, help="arith: difficulty")
     num_train: int = setting(1000, ge=1, help="arith: problems generated for training")
-    seed: int = setting(1, ge=0, help="seed of the generated training data")
+    seed: int = setting(1, ge=0, le=SEED_MAX, help="seed of the generated training data")
 
 
 @dataclass
@@ -182,7 +188,7 @@ class SFTStage:
 @dataclass
 class GRPOStage:
     enabled: bool = setting(True, help="run LoRA GRPO")
-    seed: int | None = setting(None, ge=0, help="GRPO's own seed (prompt order, sampling, the preflight); "
+    seed: int | None = setting(None, ge=0, le=SEED_MAX, help="GRPO's own seed (prompt order, sampling, the preflight); "
                                "default: the recipe's seed")
     num_prompts: int = setting(1000, ge=1, help="training prompts drawn (before the length cut)")
     prompt_percentile: float = setting(90.0, gt=0, le=100, help="prompts longer than this percentile (tokens) "
@@ -226,7 +232,7 @@ class EvalTask:
     path: str | None = setting(None, help="local data file for it")
     limit: int | None = setting(100, ge=1, help="the first N problems (a fixed order); empty: all")
     level: int = setting(1, ge=1, help="arith: difficulty")
-    seed: int = setting(0, ge=0, help="generated tasks: their seed")
+    seed: int = setting(0, ge=0, le=SEED_MAX, help="generated tasks: their seed")
     k: int = setting(1, ge=1, help="> 1: also sample k answers per problem (avg@k with its interval, pass@k, maj@k), "
                      "as small sets like AIME need")
     temperature: float = setting(0.6, gt=0, help="with k > 1: the sampling temperature")
@@ -280,7 +286,7 @@ class ExportConfig:
 @dataclass
 class Recipe:
     name: str = setting("recipe", help="names the run folder under runs/")
-    seed: int = setting(3407, ge=0, help="the recipe's seed (training; GRPO's unless grpo.seed)")
+    seed: int = setting(3407, ge=0, le=SEED_MAX, help="the recipe's seed (training; GRPO's unless grpo.seed)")
     format: str = setting("unsloth", help="a built-in format name or a format YAML file")
     model: ModelConfig = setting(help="the base model and where it runs", factory=ModelConfig)
     lora: LoraSpec = setting(help="the LoRA adapter", factory=LoraSpec)

@@ -36,6 +36,11 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
         raise RecipeError("model.load_in_4bit needs backend unsloth")
     check_own_tasks(recipe, base_dir)
     check_fields(recipe, recipe=recipe)
+    check_target_modules(recipe, base_dir)
+    mcl = recipe.grpo.max_completion_length
+    if recipe.grpo.enabled and isinstance(mcl, int) and mcl >= m.max_seq_length:
+        raise RecipeError(f"grpo.max_completion_length {mcl} leaves no room for a prompt in model.max_seq_length "
+                          f"{m.max_seq_length}; lower it, raise max_seq_length, or set it to auto")
     try:
         fmt = get_format(resolve_path(recipe.format, base_dir))
     except (ValueError, FileNotFoundError) as err:
@@ -190,7 +195,7 @@ TRL_BOUNDS = {
 
 def _check_trl_values(stage: str, values: dict[str, Any], trl_choices: Any) -> None:
     for key, value in values.items():
-        bounds = TRL_BOUNDS.get(key)
+        bounds = TRL_BOUNDS.get(key, Bounds())  # every number at least finite (TRL and torch take NaN silently)
         problem = bounds.violation(value) if bounds else None
         if problem and key != "max_steps":
             raise RecipeError(f"{stage}.{key} {problem}")
@@ -221,6 +226,80 @@ def check_vllm_available() -> None:
                               f"{', '.join(unverified)}. Set model.use_vllm false to use HF generation")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """What a local model folder lacks to be loaded as a model with its own tokenizer (None: nothing).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "config.json").write_text("{}"), (folder / "model.safetensors").write_bytes(b"")
+    >>> model_folder_problem(folder)[:28]
+    'has no tokenizer files (toke'
+    """
+    names = {p.name for p in folder.iterdir()}
+    if "config.json" not in names:
+        return "has no config.json: not a saved model (save_pretrained writes one)"
+    if not any(n.endswith((".safetensors", ".bin", ".pt")) for n in names):
+        return "has no weights (*.safetensors or *.bin): the model was not saved whole"
+    if not any(n in names for n in TOKENIZER_FILES):
+        return (f"has no tokenizer files ({', '.join(TOKENIZER_FILES)}): with which tokenizer would it run? Save the "
+                "tokenizer beside the weights (tokenizer.save_pretrained)")
+    return None
+
+
+def model_config(m: ModelConfig, base_dir: Path | None) -> Any:
+    """The model's transformers config, read without its weights, from a local folder or the local
+    hub cache (None where it cannot be had that way: built-in models, GGUF files, uncached hub ids)."""
+    from transformers import AutoConfig
+
+    if m.name.startswith("builtin:") or m.gguf_file:
+        return None
+    local = Path(resolve_path(m.name, base_dir)).expanduser()
+    source = str(local) if (local / "config.json").is_file() else None
+    if source is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(m.name, "config.json")
+        except Exception:  # noqa: BLE001 - any hub-cache problem means "not available here"
+            cached = None
+        source = str(Path(cached).parent) if isinstance(cached, str) else None
+    if source is None:
+        return None
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise RecipeError(f"model.name: {m.name}: its config.json cannot be read ({str(err).splitlines()[0]})") from None
+
+
+def check_target_modules(recipe: Recipe, base_dir: Path | None) -> None:
+    """LoRA's target modules: at least one, and each a linear layer the model has (its layers read
+    from its config on the meta device, no weights loaded; checked where the config can be had)."""
+    targets = recipe.lora.target_modules
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise RecipeError(f"lora.target_modules must name at least one linear layer (such as q_proj, v_proj), not "
+                          f"{targets!r}")
+    config = model_config(recipe.model, base_dir)
+    if config is None:
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError) as err:
+        raise RecipeError(f"model.name: {recipe.model.name} is not a causal language model transformers knows "
+                          f"({str(err).splitlines()[0]})") from None
+    linear = {n.rsplit(".", 1)[-1] for n, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    unknown = [t for t in targets if t not in linear]
+    if unknown:
+        raise RecipeError(f"lora.target_modules: {recipe.model.name} has no linear layer named "
+                          f"{', '.join(map(repr, unknown))}; its linear layers: {', '.join(sorted(linear))}")
+
+
 def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
     name = m.name
     if name.startswith("builtin:"):
@@ -234,6 +313,10 @@ def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
             raise RecipeError(f"model.name: no such model folder: {name}")
         if m.gguf_file and not (local / m.gguf_file).is_file():
             raise RecipeError(f"model.gguf_file: no {m.gguf_file} in {name}")
+        if not m.gguf_file:
+            problem = model_folder_problem(local)
+            if problem:
+                raise RecipeError(f"model.name: {name} {problem}")
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         try:

@@ -55,7 +55,11 @@ def whole_models():
 def on_main(step: Callable[[], T]) -> T | None:
     """Run ``step`` on the main process only (its models whole: :func:`whole_models`); every
     process returns after it finished. An exception on the main process is raised there and
-    reported on the others."""
+    reported on the others.
+
+    >>> on_main(lambda: 42)  # a single process is the main one
+    42
+    """
     if world_size() == 1:
         return step()
     import torch.distributed as dist

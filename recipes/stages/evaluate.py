@@ -23,7 +23,11 @@ SAMPLED_SUFFIX = "-sampled"  # <task>-sampled: <task> sampled at GRPO's settings
 
 
 def avg_key(key: str, k: int) -> str:
-    """The folder of a task's avg@k evaluation (k samples at the task's own settings)."""
+    """The folder of a task's avg@k evaluation (k samples at the task's own settings).
+
+    >>> avg_key("aime24", 16)
+    'aime24-avg@16'
+    """
     return f"{key}-avg@{k}"
 
 

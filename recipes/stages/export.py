@@ -15,9 +15,8 @@ def export_stage(ctx: Context) -> dict[str, Any]:
     recipe, adapter = ctx.recipe, final_adapter(ctx.run.dir, ctx.recipe)
     done: dict[str, Any] = {}
     target = ctx.path("adapter")
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(adapter, target)
+    ctx.run.remove_written(ctx.stage.name)  # an earlier export's files (a failed verification exports again)
+    shutil.copytree(adapter, target, dirs_exist_ok=True)
     done["adapter"] = str(target)
     if recipe.export.merged:
         done["merged"] = str(ctx.backend.merge(adapter, ctx.path("merged")))

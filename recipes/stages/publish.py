@@ -51,6 +51,11 @@ def base_origin(recipe: Recipe) -> tuple[str | None, str | None]:
 
 
 def _dataset_id(task: str) -> str:
+    """The hub dataset a task's card names.
+
+    >>> _dataset_id("gsm8k"), _dataset_id("arith-l2")
+    ('openai/gsm8k', 'aha/arith')
+    """
     name = task.split("-l")[0] if task.startswith("arith") else task
     spec = TASKS.get(name)
     return spec.hub[0] if spec and spec.hub else f"aha/{name}"

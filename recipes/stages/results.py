@@ -44,7 +44,18 @@ def _json(path: Path, kind: type = dict) -> Any:
 
 def read_state(run_dir: Path, required: bool = True) -> dict[str, Any]:
     """A run folder's state.json, checked, so a damaged file is one line, not a traceback later;
-    ``{}`` for a folder with none yet unless ``required``."""
+    ``{}`` for a folder with none yet unless ``required``.
+
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> read_state(folder, required=False)
+    {}
+    >>> _ = (folder / STATE_FILE).write_text(json.dumps({"stages": {}, "wrote": {"export": ["../../home/me"]}}))
+    >>> read_state(folder)
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: ...: its record of the files aha wrote is damaged or points outside the run folder (...)
+    """
     path = Path(run_dir) / STATE_FILE
     if not required and not path.is_file():
         return {}
@@ -53,6 +64,12 @@ def read_state(run_dir: Path, required: bool = True) -> dict[str, Any]:
     if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()) or not isinstance(
             state.get("recipe", {}), dict):
         raise RecipeError(f"{path}: not the state of a run ({STATE_HINT})")
+    wrote = state.get("wrote", {})  # files each stage wrote, which --from deletes: never outside the run folder
+    if not isinstance(wrote, dict) or not all(
+            isinstance(files, list) and all(isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts
+                                            for f in files) for files in wrote.values()):
+        raise RecipeError(f"{path}: its record of the files aha wrote is damaged or points outside the run folder "
+                          f"({STATE_HINT})")
     return state
 
 

@@ -133,8 +133,15 @@ def refuse_foreign_folder(folder: Path) -> None:
                           "into a new or empty folder: choose another --out")
 
 
+def files_under(folder: Path) -> set[str]:
+    """Every file below ``folder``, as paths relative to it."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()} if folder.is_dir() else set()
+
+
 class Run:
-    """One run directory: its recipe, its state, its log."""
+    """One run directory: its recipe, its state, its log. ``state.json`` records, per stage, every
+    file the stage wrote (``wrote``: what appeared while it ran, a stage killed mid-way included),
+    so ``--from`` and a stage's own clean-up remove exactly those and nothing of the user's."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
                  restart_from: str | None = None):
@@ -146,6 +153,8 @@ class Run:
         self.state = read_state(self.dir, required=False)
         digest = recipe_hash(recipe)
         self.state.setdefault("stages", {})
+        self.state.setdefault("wrote", {})
+        self._recover_running()
         if restart_from:
             self._forget_from(restart_from)
         if self.state.get("recipe_hash", digest) != digest:
@@ -171,16 +180,59 @@ class Run:
             self._accept_change(self.recipe.to_dict())
 
     def _forget_from(self, stage: str) -> None:
-        """Drop ``stage`` and every later one, with their outputs, so they run again (say GRPO
-        with another seed, from the same warmup). Earlier stages and their outputs stay."""
+        """Drop ``stage`` and every later one, with the files they wrote, so they run again (say GRPO
+        with another seed, from the same warmup). Earlier stages and their outputs stay, and so does
+        every file aha did not write."""
         names = [st.name for st in STAGES]
         later = names[names.index(stage):]
         for name in later:
+            if name in self.state["stages"] and name not in self.state["wrote"]:
+                # finished by an aha that did not record its files: its own folder was all it wrote
+                log.info("removing %s (written before aha recorded each stage's files)", self.dir / name)
+                shutil.rmtree(self.dir / name, ignore_errors=True)
+                if name == REPORT.name:
+                    for leftover in ("report.md", "reward_curves.png"):
+                        (self.dir / leftover).unlink(missing_ok=True)
             self.state["stages"].pop(name, None)
-            shutil.rmtree(self.dir / name, ignore_errors=True)
-        if REPORT.name in later:
-            for leftover in ("report.md", "reward_curves.png"):
-                (self.dir / leftover).unlink(missing_ok=True)
+            self.remove_written(name)
+        self._save()
+
+    def begin(self, stage: str) -> None:
+        """Note the files present as ``stage`` starts: what appears until :meth:`end` is the stage's."""
+        if self.writes:
+            self.state["running"] = {"stage": stage, "before": sorted(files_under(self.dir))}
+            self._save()
+
+    def end(self, stage: str) -> None:
+        """Record the files ``stage`` wrote (it finished or stopped)."""
+        if self.writes and self.state.get("running", {}).get("stage") == stage:
+            self._recover_running()
+            self._save()
+
+    def _recover_running(self) -> None:
+        """The files that appeared while the last stage ran are that stage's, also when the process
+        was killed before it could say so."""
+        running = self.state.pop("running", None)
+        if isinstance(running, dict) and isinstance(running.get("before"), list):
+            new = files_under(self.dir) - set(running["before"])
+            known = set(self.state["wrote"].get(running.get("stage"), []))
+            self.state["wrote"][running["stage"]] = sorted(known | new)
+
+    def remove_written(self, stage: str) -> None:
+        """Delete every file ``stage`` wrote (and the folders that leaves empty); nothing else."""
+        paths = self.state["wrote"].pop(stage, [])
+        for rel in paths:
+            target = self.dir / rel
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+        for rel in sorted({str(Path(r).parent) for r in paths}, key=lambda r: -r.count("/")):
+            folder = self.dir / rel
+            while folder != self.dir and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        running = self.state.get("running")
+        if isinstance(running, dict) and isinstance(running.get("before"), list):
+            running["before"] = sorted(set(running["before"]) - set(paths))  # written again: the stage's again
         self._save()
 
     def _accept_change(self, new: dict[str, Any]) -> None:
@@ -298,11 +350,14 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             started = time.time()
             func, ctx = stage.run(), Context(stage, run, backend, fmt)
             reset_peak_memory()
+            run.begin(name)
             try:
                 result = func(ctx) if stage.every_process else on_main(lambda: func(ctx))
             except BaseException:
                 log.error("stage %s stopped after %.1f s; finished stages are kept", name, time.time() - started)
                 raise
+            finally:
+                run.end(name)
             if backend is not None and not any(BY_NAME[s].needs_model for s in todo[todo.index(name) + 1:]):
                 backend.close()  # no later stage needs it: its engine's memory is free for verify-export's fresh process
                 backend = None

@@ -119,7 +119,12 @@ COMPARISONS = (Comparison("overall", EVAL_BEFORE, EVAL_AFTER, "before vs after (
 
 
 def plan(recipe: Recipe) -> list[str]:
-    """The stages this recipe runs, in order."""
+    """The stages this recipe runs, in order.
+
+    >>> from aha.recipes.config import recipe_from_dict
+    >>> plan(recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "grpo": {"enabled": False}}))[:4]
+    ['eval-before', 'sft', 'eval-after', 'compare']
+    """
     return [s.name for s in STAGES if s.enabled(recipe)]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -208,7 +207,7 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
         artifacts.append(("merged", exports["merged"], None, None, precision_class("merged", saved, evaluated)))
     for gguf in sorted(Path(exports["gguf"]).glob("*.gguf")) if exports.get("gguf") else []:
         artifacts.append((f"gguf/{gguf.name}", str(gguf.parent), None, gguf.name, precision_class("gguf", None, evaluated)))
-    shutil.rmtree(ctx.path(), ignore_errors=True)  # answers of an earlier export must never be taken for this one's
+    run.remove_written(ctx.stage.name)  # answers of an earlier export must never be taken for this one's
     report: dict[str, Any] = {"task": key, "dtype": evaluated, "engine": engine, "verify_engine": VERIFY_ENGINE,
                               "artifacts": {}}
     failures = []

@@ -33,7 +33,14 @@ def eval_problems(recipe: Recipe) -> dict[str, list[Problem]]:
 
 def training_source(recipe: Recipe, stage: str = "grpo") -> tuple[str, str | None]:
     """(task, local file or None) a training stage reads: SFT may draw its worked solutions from
-    another task than GRPO's prompts."""
+    another task than GRPO's prompts.
+
+    >>> from aha.recipes.config import recipe_from_dict
+    >>> r = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "data": {"task": "dapo-math"},
+    ...                       "sft": {"task": "gsm8k"}})
+    >>> training_source(r, "sft"), training_source(r, "grpo")
+    (('gsm8k', None), ('dapo-math', None))
+    """
     d, sft = recipe.data, recipe.sft
     if stage == "sft" and sft.task and sft.task != d.task:
         return sft.task, sft.path

@@ -22,7 +22,11 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def unsloth_wanted(data: dict[str, Any]) -> bool:
-    """Will this raw recipe mapping run on Unsloth? Decided before validation imports TRL."""
+    """Will this raw recipe mapping run on Unsloth? Decided before validation imports TRL.
+
+    >>> unsloth_wanted({"model": {"name": "builtin:tiny-qwen3"}}), unsloth_wanted({"model": {"backend": "unsloth"}})
+    (False, True)
+    """
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     backend, name = str(model.get("backend", "auto")), str(model.get("name", ""))
     gguf = model.get("gguf_file")

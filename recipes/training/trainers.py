@@ -201,7 +201,13 @@ class PassRateLogged:
 
 
 def strict_passes(fmt: Format, completions: list[Any], answers: list[str] | None) -> list[bool]:
-    """Per completion: the format followed and the answer right (the eval's strict verdict)."""
+    """Per completion: the format followed and the answer right (the eval's strict verdict).
+
+    >>> from aha.formats import get_format
+    >>> strict_passes(get_format("unsloth"), ["x<end_working_out><SOLUTION>7</SOLUTION>", "<SOLUTION>7</SOLUTION>"],
+    ...               ["7", "7"])
+    [True, False]
+    """
     from aha.formats import answers_match
     from aha.rewards import completion_text
 
