@@ -100,7 +100,7 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
         if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("samples"), list)
                 and row["samples"] and all(isinstance(g, dict) for g in row["samples"])):
             raise InputError(f"{path}:{n}: not a result row (needs an 'id' and a non-empty list of 'samples')")
-        if not all(isinstance(g.get(k), bool) for g in row["samples"] for k in ROW_VERDICTS):
+        if not all(g.get(k) in (True, False) for g in row["samples"] for k in ROW_VERDICTS):  # 0 and 1 too
             raise InputError(f"{path}:{n}: a result row without its verdicts (each sample needs "
                              f"{', '.join(ROW_VERDICTS)}, as aha eval writes them)")
         done[row["id"]] = row

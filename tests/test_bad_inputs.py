@@ -70,7 +70,7 @@ BAD_COMMANDS = [
     (["compare", "FILE:results_no_id.jsonl", "FILE:results_empty_samples.jsonl"], "results_no_id.jsonl:1: not a result row"),
     (["compare", "FILE:results_empty_samples.jsonl", "FILE:results_no_id.jsonl"],
      "results_empty_samples.jsonl:1: not a result row"),
-    (["compare", "FILE:data_no_answer.jsonl", "FILE:data_no_answer.jsonl"], "not a result row"),
+    (["compare", "FILE:data_no_answer.jsonl", "FILE:data_question_null.jsonl"], "not a result row"),
     (["run", str(SMOKE), "--stop-after", "bogus", "--out", "OUT"], "--stop-after bogus: not a stage"),
 ]
 

@@ -260,7 +260,7 @@ def test_reward_model_mistakes_are_one_line(tmp_path, tiny_classifier):
 
 # ----- end to end ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_example_own_task_end_to_end_and_a_changed_reward_is_refused_on_resume(tmp_path, capsys):
+def test_example_own_task_end_to_end_from_keeps_the_users_files_and_a_changed_reward_is_refused(tmp_path, capsys):
     recipe_path = own_recipe(tmp_path)
     out = tmp_path / "run"
     assert main(["run", str(recipe_path), "--out", str(out)]) == 0
@@ -275,6 +275,17 @@ def test_example_own_task_end_to_end_and_a_changed_reward_is_refused_on_resume(t
     rows = [json.loads(line) for line in (out / "eval-after" / "units" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and rows[0]["id"].startswith("units-u")
     assert (out / "reward_curves.png").is_file() and "says_the_unit" in (out / "report.md").read_text()
+    # The run folder records what each stage wrote; files a user drops into it survive --from.
+    assert "export/adapter/adapter_config.json" in state["wrote"]["export"] and "report.md" in state["wrote"]["report"]
+    mine = {"mine.txt": "top", "export/keep.txt": "beside the adapter", "eval-after/notes.md": "my notes",
+            "export/adapter/extra.txt": "inside aha's folder"}
+    for rel, text in mine.items():
+        (out / rel).write_text(text)
+    samples = out / "eval-after" / "units" / "samples.jsonl"
+    answers = samples.read_text()
+    assert main(["run", str(recipe_path), "--out", str(out), "--from", "eval-after"]) == 0
+    assert {rel: (out / rel).read_text() for rel in mine} == mine  # every file of the user's, as it was
+    assert samples.read_text() == answers and (out / "export" / "adapter" / "adapter_model.safetensors").is_file()
     # The reward file changes after GRPO ran on it: re-running the same command refuses to mix the two.
     rewards = recipe_path.parent / "rewards.py"
     rewards.write_text(rewards.read_text().replace("0.5 if u and u in c", "0.7 if u and u in c"))
@@ -299,3 +310,16 @@ def test_example_with_a_reward_model_layer_trains(tmp_path, tiny_classifier):
     recorded = yaml.safe_load((out / "recipe.yaml").read_text())["grpo"]["rewards"][1]
     assert recorded["options"] == {"model": str(tiny_classifier), "normalize": True} and recorded["weight"] == 2.0
     assert os.listdir(out / "grpo" / "adapter")
+
+
+def test_a_hub_dataset_task_loads_through_the_datasets_library(tmp_path):
+    """The hub path itself (datasets.load_dataset with id, config and split), on a local dataset folder:
+    the same call reads a hub id for users."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    write_rows(folder / "train.jsonl", [{"q": f"What is {i} + 1?", "final": str(i + 1)} for i in range(6)])
+    write_rows(folder / "test.jsonl", [{"q": f"What is {i} + 2?", "final": str(i + 2)} for i in range(3)])
+    task = task_from_spec("mine", {"hub": str(folder), "split": "test", "train_split": "train", "question": "q",
+                                   "answer": "final"})
+    assert task.trains and [p.answer for p in load_task(task)] == ["2", "3", "4"]
+    assert len(load_task(task, split="train")) == 6

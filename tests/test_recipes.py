@@ -22,15 +22,15 @@ SHIPPED = sorted(RECIPES.glob("*.yaml"))
 
 # ----- validation (fast: nothing loads a model) -------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_recipes_validate(path, tmp_path, monkeypatch):
-    # Hub models are not reachable offline; the model is the only thing swapped (for a local folder), and
+def test_shipped_recipes_validate(path, tmp_path, monkeypatch, tiny_qwen3):
+    # Hub models are not reachable offline; the model is the only thing swapped (for a local model folder), and
     # GGUF export finds the llama.cpp a user points Unsloth at (offline it is refused without one).
     llama_cpp = tmp_path / "llama.cpp"
     llama_cpp.mkdir()
     for tool in ("llama-quantize", "convert_hf_to_gguf.py"):
         (llama_cpp / tool).write_text("")
     monkeypatch.setenv("UNSLOTH_LLAMA_CPP_PATH", str(llama_cpp))
-    recipe = load_recipe(path, [f"model.name={tmp_path}"])
+    recipe = load_recipe(path, [f"model.name={tiny_qwen3}"])
     assert recipe.name == path.stem
     assert plan(recipe)[-1] == "report"
     data = yaml.safe_load(path.read_text())
@@ -124,7 +124,7 @@ def test_plan_follows_the_recipe():
         recipe_from_dict({**base, "grpo": {"rewards": []}})
 
 
-def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
+def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys, tiny_qwen3):
     import torch
 
     if torch.cuda.is_available():
@@ -133,10 +133,8 @@ def test_unsloth_backend_without_gpu_is_one_line(tmp_path, capsys):
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "model.backend=unsloth"]) == 2
     assert "model.backend unsloth cannot load builtin:tiny-qwen3" in capsys.readouterr().err
     # A model folder it could load, on a machine without CUDA.
-    folder = tmp_path / "model"
-    folder.mkdir()
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--set", "model.backend=unsloth",
-                 "--set", f"model.name={folder}"]) == 2
+                 "--set", f"model.name={tiny_qwen3}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs a CUDA GPU" in err and "\n" not in err
     assert not (tmp_path / "run").exists()  # refused before the run folder or any model was made

@@ -90,7 +90,8 @@ def test_malformed_files_are_one_line(tmp_path, capsys, tiny_adapter):
     out = tmp_path / "o3"
     out.mkdir()
     (out / "samples.jsonl").write_text(json.dumps({"id": "arith-l1-s0-0", "question": "q", "answer": "1",
-                                                   "samples": [{"text": "1"}]}) + "\n")
+                                                   "samples": [{"text": "1", "strict": True, "lenient": True,
+                                                                "format_ok": True}]}) + "\n")
     (out / "fingerprint.json").write_text("not json")
     assert main(base + ["--out", str(out)]) == 2
     assert "fingerprint.json: not valid JSON" in _error(capsys)

@@ -42,32 +42,3 @@ def test_eval_into_the_users_folder_or_an_empty_out_is_refused(tmp_path, capsys,
     assert main(["run", "tiny-qwen3-smoke", "--dry-run", "--out", ""]) == 2
     assert "--out is empty" in _one_line(capsys)
 
-
-def test_from_removes_only_what_aha_wrote_in_a_run_folder(tmp_path, capsys):
-    """A run folder is aha's, but a user may drop files into it: --from removes exactly the files the
-    stages it re-runs wrote (state.json records them), and a damaged record is refused, never followed."""
-    import json
-
-    run = tmp_path / "run"
-    argv = ["run", "tiny-qwen3-smoke", "--out", str(run), "--set", "grpo.enabled=false", "--set", "export.merged=false",
-            "--set", "export.verify=false", "--set", "eval.tasks=[{task: arith, limit: 4}]", "--set", "eval.sampled_k=0"]
-    assert main(argv) == 0
-    state = json.loads((run / "state.json").read_text())
-    assert "export/adapter/adapter_config.json" in state["wrote"]["export"] and "report.md" in state["wrote"]["report"]
-    mine = {"mine.txt": "top", "export/keep.txt": "beside the adapter", "eval-after/notes.md": "my notes",
-            "export/adapter/extra.txt": "inside aha's folder"}
-    for rel, text in mine.items():
-        (run / rel).write_text(text)
-    old_samples = (run / "eval-after" / "arith-l1" / "samples.jsonl").read_text()
-    assert main(argv + ["--from", "eval-after"]) == 0
-    assert {rel: (run / rel).read_text() for rel in mine} == mine  # every file of the user's, as it was
-    assert (run / "eval-after" / "arith-l1" / "samples.jsonl").read_text() == old_samples  # made again, same answers
-    assert (run / "report.md").is_file() and (run / "export" / "adapter" / "adapter_model.safetensors").is_file()
-    state = json.loads((run / "state.json").read_text())
-    state["wrote"]["export"].append("../outside.txt")
-    (run / "state.json").write_text(json.dumps(state))
-    (tmp_path / "outside.txt").write_text("not aha's")
-    capsys.readouterr()
-    assert main(argv + ["--from", "export"]) == 2
-    assert "points outside the run folder" in capsys.readouterr().err
-    assert (tmp_path / "outside.txt").read_text() == "not aha's"
