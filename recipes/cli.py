@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -246,6 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(runs) % 2:
         raise UsageError(f"compare takes pairs of results folders, BEFORE AFTER [BEFORE AFTER ...]; got {len(runs)}")
     pairs = list(zip(runs[::2], runs[1::2]))
+    check_out_folder(args.out)  # where the report goes: a writable folder
     for before, after in pairs:
         if Path(before).resolve() == Path(after).resolve():
             raise UsageError(f"compare {before} with itself: every problem would pair with its own answer; give the "
@@ -563,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         print("aha: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.ENAMETOOLONG):
+            _close_run_log()
+            what = "a read-only file system" if err.errno == errno.EROFS else "a name longer than the file system allows"
+            print(f"aha: error: {err.filename or 'the output'}: {what}; choose another folder", file=sys.stderr)
+            return 2
         full = disk_full(err, _run_log_folder())
         if full is not None:
             _close_run_log()  # no traceback into a full disk

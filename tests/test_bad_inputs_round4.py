@@ -118,3 +118,32 @@ def test_a_rewording_that_adds_or_drops_a_sentence_is_a_copy(other, same_numbers
     text = other.format(q=q, first=setup, setup=setup, q_other_number=q.replace("840", "480"))
     for a, b in ((q, text), (text, q)):  # either way round
         assert reworded(rewording_key(a, same_numbers), rewording_key(b, same_numbers)) is copy, (a, b)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A real read-only filesystem (tmpfs), mounted for the test; skipped where it cannot be."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()[:80]}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_output_on_a_read_only_file_system_is_one_line(read_only_disk, tmp_path, capsys):
+    before, after = tmp_path / "before", tmp_path / "after"
+    for folder in (before, after):
+        folder.mkdir()
+        (folder / "samples.jsonl").write_text(json.dumps({"id": "p1", "answer": "1", "samples": [
+            {"text": "1", "strict": True, "lenient": True, "format_ok": True, "math_verify": True}]}) + "\n")
+    for argv in (["compare", str(before), str(after), "--out", str(read_only_disk / "report")],
+                 ["eval", "--model", "builtin:tiny-qwen3", "--task", "aime24", "--out", str(read_only_disk / "out")],
+                 ["run", SMOKE, "--out", str(read_only_disk / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "is not writable" in err, err
+    assert list(read_only_disk.iterdir()) == []
