@@ -42,3 +42,25 @@ def tiny_adapter(tmp_path_factory, tiny_qwen3):
     folder = tmp_path_factory.mktemp("tiny-adapter")
     peft_model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, options)``: a real filesystem (tmpfs with ``options``) mounted at ``tmp_path / name``
+    for this test and unmounted after; the test is skipped where it cannot be (mounting needs root)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(name: str, options: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()[:80]}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

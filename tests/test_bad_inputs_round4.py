@@ -121,17 +121,9 @@ def test_a_rewording_that_adds_or_drops_a_sentence_is_a_copy(other, same_numbers
 
 
 @pytest.fixture
-def read_only_disk(tmp_path):
+def read_only_disk(tmpfs):
     """A real read-only filesystem (tmpfs), mounted for the test; skipped where it cannot be."""
-    import subprocess
-
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()[:80]}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    return tmpfs("ro", "ro,size=1m")
 
 
 def test_output_on_a_read_only_file_system_is_one_line(read_only_disk, tmp_path, capsys):

@@ -101,15 +101,9 @@ def test_killed_in_every_stage_ends_as_an_uninterrupted_run(tmp_path):
 
 # ----- a full disk ----------------------------------------------------------------------------------------------
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A real 256 MiB filesystem (tmpfs), mounted for the test; skipped where it cannot be."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()[:80]}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    return tmpfs("disk", "size=256m")
 
 
 def _fill(disk: Path, leave_bytes: int) -> Path:
