@@ -24,6 +24,7 @@ from typing import Any, Literal
 from aha.formats import InputError
 
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
+BUILTIN_CONTEXT = {"builtin:tiny-qwen3": 2048, "builtin:smollm2-135m-instruct": 8192}  # their position embeddings
 SEED_MAX = 2**32 - 1  # numpy's seeds stop here (torch's too, for the seeds a run derives)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from .machine import dtype_problem, llama_cpp_problem, pick_backend, resolve_dtype, unverified_versions, world_size
 from .schema import (
-    BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path, unsloth_refusal,
+    BUILTIN_CONTEXT, BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
+    unsloth_refusal,
 )
 
 
@@ -36,7 +37,9 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
         raise RecipeError("model.load_in_4bit needs backend unsloth")
     check_own_tasks(recipe, base_dir)
     check_fields(recipe, recipe=recipe)
-    check_target_modules(recipe, base_dir)
+    config = model_config(m, base_dir)  # read once, without weights (None where it cannot be here)
+    check_target_modules(recipe, config)
+    check_context(recipe, config)
     mcl = recipe.grpo.max_completion_length
     if recipe.grpo.enabled and isinstance(mcl, int) and mcl >= m.max_seq_length:
         raise RecipeError(f"grpo.max_completion_length {mcl} leaves no room for a prompt in model.max_seq_length "
@@ -274,14 +277,27 @@ def model_config(m: ModelConfig, base_dir: Path | None) -> Any:
         raise RecipeError(f"model.name: {m.name}: its config.json cannot be read ({str(err).splitlines()[0]})") from None
 
 
-def check_target_modules(recipe: Recipe, base_dir: Path | None) -> None:
+def check_context(recipe: Recipe, config: Any) -> None:
+    """Lengths within the model's context (its position embeddings): past it, generation runs on
+    positions the model never saw, for as long as it is asked to."""
+    m = recipe.model
+    limit = BUILTIN_CONTEXT.get(m.name) or getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    if m.max_seq_length > limit:
+        raise RecipeError(f"model.max_seq_length {m.max_seq_length} is past {m.name}'s context of {limit} tokens")
+    if recipe.eval.enabled and recipe.eval.max_new_tokens >= limit:
+        raise RecipeError(f"eval.max_new_tokens {recipe.eval.max_new_tokens} leaves no room for a prompt in {m.name}'s "
+                          f"context of {limit} tokens")
+
+
+def check_target_modules(recipe: Recipe, config: Any) -> None:
     """LoRA's target modules: at least one, and each a linear layer the model has (its layers read
     from its config on the meta device, no weights loaded; checked where the config can be had)."""
     targets = recipe.lora.target_modules
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise RecipeError(f"lora.target_modules must name at least one linear layer (such as q_proj, v_proj), not "
                           f"{targets!r}")
-    config = model_config(recipe.model, base_dir)
     if config is None:
         return
     import torch
