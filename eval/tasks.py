@@ -16,7 +16,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -69,9 +69,9 @@ def cmd_formats(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval import Sampling, load_task
     from aha.eval.backends import check_adapter_folder
-    from aha.eval.tasks import read_task_file
     from aha.eval.files import FolderLock
     from aha.eval.runner import check_resumable
+    from aha.eval.tasks import read_task_file
     from aha.formats import get_format
 
     from .config.machine import resolve_dtype
@@ -282,9 +282,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check happens here, before any model loads (for the launch's processes when --launch)
     recipe = load_recipe(args.recipe, args.set, out=args.out, processes=processes)
     out = Path(args.out or Path("runs") / recipe.name)
-    for flag, stage in (("--stop-after", args.stop_after), ("--from", args.restart_from)):
-        if stage and stage not in plan(recipe):
-            raise UsageError(f"{flag} {stage}: not a stage of this recipe ({', '.join(plan(recipe))})")
+    from .stages.runner import check_stage_names  # after load_recipe: Unsloth, when wanted, is imported before TRL
+
+    check_stage_names(recipe, args.stop_after, args.restart_from)  # --dry-run and --launch too
     if args.launch:
         return _launch(args, recipe, out)
     if args.dry_run:

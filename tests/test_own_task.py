@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aha.eval import grade, load_task
-from aha.eval.tasks import read_task_file, task_from_spec
+from aha.eval.tasks import task_from_spec
 from aha.formats import InputError
 from aha.recipes.cli import main
 from aha.recipes import load_recipe

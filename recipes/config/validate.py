@@ -345,8 +345,6 @@ def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
             raise RecipeError(f"model.name: {name} is not in the local hub cache and HF_HUB_OFFLINE=1")
 
 
-
-
 def files_imported(recipe: Recipe) -> list[str]:
     """Every file of the user's that running this recipe imports (its code runs): reward functions
     and graders named by reference, each with where the recipe names it. Found without importing."""

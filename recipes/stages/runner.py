@@ -290,6 +290,15 @@ def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
     log.propagate = False
 
 
+def check_stage_names(recipe: Recipe, stop_after: str | None, restart_from: str | None) -> list[str]:
+    """The recipe's stages, after checking that ``--stop-after`` and ``--from`` name one of them."""
+    stages = plan(recipe)
+    for flag, stage in (("--stop-after", stop_after), ("--from", restart_from)):
+        if stage and stage not in stages:
+            raise RecipeError(f"{flag} {stage}: not a stage of this recipe ({', '.join(stages)})")
+    return stages
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
                stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
@@ -297,11 +306,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
     from ..config.machine import pick_backend
 
     pick_backend(recipe.model.backend, recipe.model)  # "unsloth without a GPU" is refused before the run directory is touched
-    stages = plan(recipe)
-    if stop_after and stop_after not in stages:
-        raise RecipeError(f"--stop-after {stop_after}: not a stage of this recipe ({', '.join(stages)})")
-    if restart_from and restart_from not in stages:
-        raise RecipeError(f"--from {restart_from}: not a stage of this recipe ({', '.join(stages)})")
+    stages = check_stage_names(recipe, stop_after, restart_from)
     if not (Path(out_dir) / STATE_FILE).is_file():
         on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
     if GRPO.name in stages and GRPO.name not in read_state(Path(out_dir), required=False).get("stages", {}):
