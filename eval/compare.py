@@ -8,10 +8,11 @@ from typing import Any
 from aha.formats import InputError
 
 from .files import read_json, write_json
+from .metrics import VERDICTS
 from .runner import FINGERPRINT_FILE, SAMPLES_FILE, read_done
 from .stats import mcnemar_exact, pooled_paired_test, sign_test, spread
 
-METRICS = ("strict", "lenient", "math_verify", "format_ok")
+METRICS = VERDICTS  # every verdict can be compared
 
 
 def _load(run: str | Path) -> dict[str, dict[str, Any]]:
@@ -171,6 +172,9 @@ def answers_per_problem(run: str | Path) -> int:
     return len(next(iter(rows.values()))["samples"]) if rows else 1
 
 
+COMPARE_FILE = "compare.json"  # write_report's report (its markdown and chart beside it)
+
+
 def write_report(before: str | Path, after: str | Path, out_dir: str | Path, metric: str = "lenient",
                  allow_mixed: bool = False) -> dict[str, Any]:
     """``compare.json`` and ``compare.md`` in ``out_dir`` (and ``compare.png`` for greedy runs).
@@ -181,7 +185,7 @@ def write_report(before: str | Path, after: str | Path, out_dir: str | Path, met
     report = how(before, after, metric, allow_mixed=allow_mixed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare.json", report)
+    write_json(out / COMPARE_FILE, report)
     text = pass_rates_markdown(report) if sampled else to_markdown(report)
     if report["mixed"]:
         text += (f"\nGenerated differently ({', '.join(report['mixed'])}; --allow-mixed): part of each difference is "

@@ -73,15 +73,13 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
             set_value(data, key, value)
     if unsloth_wanted(data):  # before anything imports transformers, TRL or PEFT
         import_unsloth_first(Path(out or Path("runs") / str(data["name"])) / "unsloth_compiled_cache")
-    recipe = recipe_from_dict(data, base_dir=path.parent, processes=processes)
-    recipe.source_dir = path.parent  # type: ignore[attr-defined]  # relative paths in the recipe resolve here
-    return recipe
+    return recipe_from_dict(data, base_dir=path.parent, processes=processes)
 
 
 @dataclass
 class RunResult:
     """What a run left: its folder, the stages done, each evaluation's metrics, the paired
-    comparisons and the export paths (read by :func:`aha.recipes.stages.results.read_results`,
+    comparisons and the export paths (read by :func:`aha.recipes.stages.table.read_run`,
     as the report is). In a notebook it shows itself as the report's tables and the
     before/after chart."""
 
@@ -96,10 +94,11 @@ class RunResult:
 
     @classmethod
     def read(cls, run_dir: Path, state: dict[str, Any] | None = None) -> RunResult:
-        from .stages.results import read_results
+        from .stages.report import REPORT_FILE
+        from .stages.table import read_run
 
-        results = read_results(run_dir, state)
-        report = run_dir / "report.md"
+        results = read_run(run_dir, state)
+        report = run_dir / REPORT_FILE
         return cls(run_dir=run_dir, stages=list(results.stages), evaluations=results.evaluations,
                    comparisons=results.comparisons, sampled=results.sampled, exports=results.exports,
                    report=report if report.is_file() else None, results=results)
@@ -132,7 +131,7 @@ def run(recipe: Recipe, out: str | Path | None = None, stop_after: str | None = 
     from .stages.runner import run_recipe
 
     run_dir = Path(out or Path("runs") / recipe.name)
-    state = run_recipe(recipe, run_dir, recipe_dir=getattr(recipe, "source_dir", None), stop_after=stop_after,
+    state = run_recipe(recipe, run_dir, recipe_dir=recipe.source_dir, stop_after=stop_after,
                        restart_from=restart_from)
     return RunResult.read(run_dir, state)
 
@@ -170,12 +169,13 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     from aha.formats import get_format
 
     from .config.machine import resolve_dtype
+    from .stages.results import RECIPE_FILE
     from .stages.table import GRPO, SFT, adapter_of
 
     run_dir = Path(run_dir)
-    recipe_path = run_dir / "recipe.yaml"
+    recipe_path = run_dir / RECIPE_FILE
     if not recipe_path.is_file():
-        raise RecipeError(f"{run_dir} is not a run folder (no recipe.yaml)")
+        raise RecipeError(f"{run_dir} is not a run folder (no {RECIPE_FILE})")
     try:
         recipe = yaml.safe_load(read_text(recipe_path))
         base = run_dir / "base" if (run_dir / "base").is_dir() else recipe["model"]["name"]

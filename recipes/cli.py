@@ -301,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("files of yours a run imports (their code runs): " + ("; ".join(imported) if imported else "none"))
         print("data: " + "; ".join(data_sources(recipe)))
         if recipe.tasks:  # your own data: show what the model will see, so a wrong field shows before any training
-            fmt = get_format(resolve_path(recipe.format, getattr(recipe, "source_dir", None)))
+            fmt = get_format(resolve_path(recipe.format, recipe.source_dir))
             print("\n".join(rendered_examples(recipe, fmt, tokenizer_only(recipe.model))))
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
@@ -406,7 +406,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from .api import find_recipe, load_recipe
     from .config.schema import resolve_path
-    from .stages.preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
+    from .training.preflight import PREFLIGHT_FILE, check_verdicts, to_markdown
     from .stages.runner import _setup_logging
     from .stages.training import preflight
     from .training.backends import make_backend
@@ -442,6 +442,8 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from aha.eval.tasks import TASKS
 
+    from .config.schema import EvalConfig, GRPOStage, ModelConfig, choices_of
+
     parser = argparse.ArgumentParser(prog="aha", description="Reasoning recipes: formats, rewards, eval, GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -450,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("completion", help="the completion text, @FILE to read it from a file, or - for stdin")
     explain.add_argument("--answer", help="the gold answer (GSM8K '#### N' answers are fine)")
     explain.add_argument("--format", default="unsloth", help="format name or YAML file (default: unsloth)")
-    explain.add_argument("--mode", default="default", choices=["default", "faithful"])
+    explain.add_argument("--mode", default="default", choices=choices_of(GRPOStage, "reward_mode"))
     explain.add_argument("--eos-token", default="", help="the tokenizer's eos token (faithful Unsloth regex)")
     explain.add_argument("--all", action="store_true", help="every layer that applies, not just the recipe's")
     explain.add_argument("--reward", action="append", default=[], metavar="NAME",
@@ -481,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=_positive_int, default=1,
                     help="samples per problem: avg@k with its 95%% interval, pass@k, maj@k (and greedy in OUT/greedy)")
     ev.add_argument("--batch-size", type=_positive_int, default=16)
-    ev.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    ev.add_argument("--dtype", default="auto", choices=choices_of(ModelConfig, "dtype"),
                     help="auto: float32 on a CPU, bfloat16 on Ampere and newer, float16 on older GPUs (both backends)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="results folder (re-running resumes)")
@@ -490,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="paired before/after report of two eval runs (several pairs: pooled)")
     cmp.add_argument("runs", nargs="+", metavar="BEFORE AFTER",
                      help="results folders in pairs; several pairs (say one per seed) are also pooled")
-    cmp.add_argument("--metric", default="lenient", choices=["strict", "lenient", "math_verify", "format_ok"])
+    cmp.add_argument("--metric", default="lenient", choices=choices_of(EvalConfig, "metric"))
     cmp.add_argument("--out", help="report folder (default: the AFTER folder; needed for several pairs)")
     cmp.add_argument("--allow-mixed", action="store_true",
                      help="pair evaluations of two engines (--backend) or lengths (--max-new-tokens); said in the report")

@@ -21,8 +21,7 @@ from aha.eval.files import FolderLock, read_json, write_json
 
 from .api import load_recipe, run
 from .config.schema import Recipe, RecipeError
-from .stages.results import read_results
-from .stages.table import COMPARISONS, EVAL_AFTER, EVAL_AFTER_SFT, EVAL_BEFORE
+from .stages.table import COMPARISONS, EVAL_AFTER, EVAL_AFTER_SFT, EVAL_BEFORE, read_run
 
 log = logging.getLogger("aha")
 SEED_STEP = 1000
@@ -104,7 +103,7 @@ def write_seeds_report(parent: Path, replicates: list[int], recipe: Recipe) -> d
     """``seeds.md`` and ``seeds_report.json``: per replicate, then every comparison pooled."""
     import yaml
 
-    runs = {r: read_results(replicate_dir(parent, r)) for r in sorted(replicates)
+    runs = {r: read_run(replicate_dir(parent, r)) for r in sorted(replicates)
             if (replicate_dir(parent, r) / "state.json").is_file()}
     labels = [f"seed {r}" for r in runs]
     lines = [f"# {recipe.name}: {len(runs)} replicates, every seed moved", "",

@@ -6,7 +6,7 @@
 [3.0]
 """
 
-from .core import completion_text
+from .core import KINDS, completion_text
 from .explain import explain
 from .layers import (
     LAYERS, Layer, check_answer_exact, check_answer_numeric, check_dapo_answer, check_integer, check_math_verify,
@@ -16,13 +16,13 @@ from .layers import (
 from .mathverify import math_equal
 from .model import RewardModel
 from .references import UserReward, is_reference, load_function
-from .registry import (PUBLISHED_NAMES, PUBLISHED_RECIPES, Reward, get_reward, published_rewards, reward_names,
-                       reward_options)
+from .registry import (PUBLISHED_NAMES, PUBLISHED_RECIPES, Reward, get_reward, published_rewards, reward_kind,
+                       reward_names, reward_options)
 
 __all__ = [
-    "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "RewardModel", "UserReward", "is_reference",
+    "KINDS", "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "RewardModel", "UserReward", "is_reference",
     "load_function", "check_answer_exact", "check_answer_numeric",
     "check_dapo_answer", "check_integer", "check_math_verify", "check_number", "completion_text", "explain",
     "format_approximate", "format_exact", "get_reward", "length_penalty", "math_equal", "published_rewards",
-    "repetition_penalty", "reward_names", "reward_options", "truncation_penalty", "xml_count", "xml_soft_format", "xml_strict_format",
+    "repetition_penalty", "reward_kind", "reward_names", "reward_options", "truncation_penalty", "xml_count", "xml_soft_format", "xml_strict_format",
 ]

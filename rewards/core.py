@@ -13,6 +13,7 @@ from typing import Any
 from aha.formats import InputError, gold_from_gsm8k
 
 MODES = ("default", "faithful")
+KINDS = ("format", "answer", "penalty", "other")  # what a reward scores, as it declares it ("other": it does not say)
 log = logging.getLogger("aha")
 
 

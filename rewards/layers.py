@@ -23,7 +23,7 @@ from typing import Any
 from aha.formats import Format, InputError, answers_equal, answers_match, get_format, parse_number
 
 from . import faithful as published
-from .core import as_batch, check_mode, completion_text, score_batch
+from .core import KINDS, as_batch, check_mode, completion_text, score_batch
 from .dapo import extract_dapo_answer, normalize_final_answer
 from .mathverify import math_equal
 
@@ -33,15 +33,21 @@ LayerFn = Callable[..., "list[float | None]"]
 
 class Layer:
     """A reward layer: its default implementation and, where a published recipe defines
-    the layer differently, the faithful one. The mode is chosen once: :func:`get_reward`
-    binds ``for_mode(mode)``; calling the layer itself picks by its ``mode`` keyword.
+    the layer differently, the faithful one, and the ``kind`` it declares: ``format``
+    (the layout), ``answer`` (correctness) or ``penalty`` (length, repetition). The mode is
+    chosen once: :func:`get_reward` binds ``for_mode(mode)``; calling the layer itself
+    picks by its ``mode`` keyword.
 
     >>> xml_strict_format.for_mode("faithful") is not xml_strict_format.for_mode("default")
     True
+    >>> xml_strict_format.kind, check_number.kind, length_penalty.kind
+    ('format', 'answer', 'penalty')
     """
 
-    def __init__(self, default: LayerFn, faithful: LayerFn | None = None):
-        self.default, self.faithful = default, faithful or default
+    def __init__(self, default: LayerFn, faithful: LayerFn | None = None, *, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"layer {default.__name__}: kind must be one of {KINDS}, not {kind!r}")
+        self.default, self.faithful, self.kind = default, faithful or default, kind
         self.__name__ = self.__qualname__ = default.__name__
         self.__doc__ = default.__doc__
         self.__module__ = default.__module__
@@ -62,9 +68,9 @@ class Layer:
         return self.__name__  # pickles as the module-level name it is bound to
 
 
-def layer(faithful: LayerFn | None = None) -> Callable[[LayerFn], Layer]:
-    """Declare a layer: the decorated function is the default mode, ``faithful`` the published one."""
-    return lambda default: Layer(default, faithful)
+def layer(kind: str, faithful: LayerFn | None = None) -> Callable[[LayerFn], Layer]:
+    """Declare a layer of ``kind``: the decorated function is the default mode, ``faithful`` the published one."""
+    return lambda default: Layer(default, faithful, kind=kind)
 
 
 def _tags_format(format: FormatSpec, what: str) -> Format:
@@ -83,7 +89,7 @@ def _published_format_exact(completions: Any, *, format: FormatSpec = "unsloth",
     return score_batch(completions, lambda t: published.match_format_exactly(t, fmt, eos_token))
 
 
-@layer(faithful=_published_format_exact)
+@layer("format", faithful=_published_format_exact)
 def format_exact(completions: Any, *, format: FormatSpec = "unsloth", eos_token: str = "",
                  **columns: Any) -> list[float | None]:
     """+3.0 when the completion follows the format exactly, else 0.
@@ -106,7 +112,7 @@ def _published_format_approximate(completions: Any, *, format: FormatSpec = "uns
     return score_batch(completions, lambda t: published.match_format_approximately(t, fmt))
 
 
-@layer(faithful=_published_format_approximate)
+@layer("format", faithful=_published_format_approximate)
 def format_approximate(completions: Any, *, format: FormatSpec = "unsloth", **columns: Any) -> list[float | None]:
     """For each tag the completion must write: +0.5 if it occurs exactly once, else -1.0.
 
@@ -137,7 +143,7 @@ def _published_xml_count(completions: Any, **columns: Any) -> list[float | None]
     return score_batch(completions, published.xmlcount_reward_func)
 
 
-@layer(faithful=_published_xml_count)
+@layer("format", faithful=_published_xml_count)
 def xml_count(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.125 per tag (with its newlines) that occurs exactly once, minus 0.001 per
     character of text after the closing answer tag (at most 0.5 in all).
@@ -166,7 +172,7 @@ def _published_xml_strict_format(completions: Any, **columns: Any) -> list[float
     return score_batch(completions, published.strict_format_reward_func)
 
 
-@layer(faithful=_published_xml_strict_format)
+@layer("format", faithful=_published_xml_strict_format)
 def xml_strict_format(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the completion has exactly the format's layout, newlines included.
 
@@ -185,7 +191,7 @@ def _published_xml_soft_format(completions: Any, **columns: Any) -> list[float |
     return score_batch(completions, published.soft_format_reward_func)
 
 
-@layer(faithful=_published_xml_soft_format)
+@layer("format", faithful=_published_xml_soft_format)
 def xml_soft_format(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the completion starts with the reasoning block and the answer block
     follows it (any whitespace, any line breaks).
@@ -219,7 +225,7 @@ def _published_check_answer(completions: Any, *, format: FormatSpec = "unsloth",
                        columns.get(answer_column), True, True)
 
 
-@layer(faithful=_published_check_answer)
+@layer("answer", faithful=_published_check_answer)
 def check_answer_numeric(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
                          eos_token: str = "", **columns: Any) -> list[float | None]:
     """The Unsloth recipe's graded answer score: right +5.0, right but for spaces
@@ -259,7 +265,7 @@ def _published_check_number(completions: Any, *, format: FormatSpec = "unsloth",
                        True, True)
 
 
-@layer(faithful=_published_check_number)
+@layer("answer", faithful=_published_check_number)
 def check_number(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
                  **columns: Any) -> list[float | None]:
     """The number in the answer equals the gold: +3.5, else -1.5; no number -2.5.
@@ -293,7 +299,7 @@ def _published_check_integer(completions: Any, **columns: Any) -> list[float | N
     return score_batch(completions, published.int_reward_func)
 
 
-@layer(faithful=_published_check_integer)
+@layer("answer", faithful=_published_check_integer)
 def check_integer(completions: Any, *, format: FormatSpec = "xml", **columns: Any) -> list[float | None]:
     """+0.5 when the answer is a whole number.
 
@@ -317,7 +323,7 @@ def _published_check_answer_exact(completions: Any, *, answer_column: str = "ans
     return score_batch(completions, published.correctness_reward_func, columns.get(answer_column), True, True)
 
 
-@layer(faithful=_published_check_answer_exact)
+@layer("answer", faithful=_published_check_answer_exact)
 def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", answer_column: str = "answer",
                        **columns: Any) -> list[float | None]:
     """+2.0 when the answer equals the gold, else 0 (the XML recipe's correctness).
@@ -337,7 +343,7 @@ def check_answer_exact(completions: Any, *, format: FormatSpec = "xml", answer_c
     return score_batch(completions, score, columns.get(answer_column), True)
 
 
-@layer()  # no published variant: both modes grade the same way
+@layer("answer")  # no published variant: both modes grade the same way
 def check_math_verify(completions: Any, *, format: FormatSpec = "unsloth", answer_column: str = "answer",
                       correct: float = 1.0, wrong: float = 0.0, **columns: Any) -> list[float | None]:
     """``correct`` when math-verify finds the answer equivalent to the gold
@@ -363,7 +369,7 @@ def _published_check_dapo_answer(completions: Any, *, answer_column: str = "answ
     return score_batch(completions, published.dapo_verl_score, columns.get(answer_column), True, True)
 
 
-@layer(faithful=_published_check_dapo_answer)
+@layer("answer", faithful=_published_check_dapo_answer)
 def check_dapo_answer(completions: Any, *, format: FormatSpec = "dapo", answer_column: str = "answer",
                       **columns: Any) -> list[float | None]:
     """DAPO grading: +1.0 when the last ``Answer:`` line (last 300 characters)
@@ -407,7 +413,7 @@ def _trl_rewards() -> Any:
     return trl.rewards
 
 
-@layer()
+@layer("penalty")
 def length_penalty(completions: Any, completion_ids: Any = None, *, max_length: int = 1024,
                    scale: float = 1.0, **columns: Any) -> list[float | None]:
     """0 up to ``max_length``, then falling linearly to ``-scale`` at twice that.
@@ -428,7 +434,7 @@ def length_penalty(completions: Any, completion_ids: Any = None, *, max_length: 
     return [None if n is None else scale * next(it) + 0.0 for n in lengths]  # "+ 0.0": -0.0 reads 0.0 in logs
 
 
-@layer()
+@layer("penalty")
 def truncation_penalty(completions: Any, completion_ids: Any = None, *, max_completion_length: int | None = None,
                        penalty: float = -1.0, **columns: Any) -> list[float | None]:
     """``penalty`` for a completion that used all ``max_completion_length`` tokens.
@@ -444,7 +450,7 @@ def truncation_penalty(completions: Any, completion_ids: Any = None, *, max_comp
             for n in _lengths(completions, completion_ids, tokens_only=True)]
 
 
-@layer()
+@layer("penalty")
 def repetition_penalty(completions: Any, *, ngram: int = 4, scale: float = 1.0, **columns: Any) -> list[float | None]:
     """``-scale`` times the share of repeated word n-grams (0 for no repetition).
 

@@ -29,6 +29,8 @@ class RewardModel:
     """``reward_model`` (options ``model``, ``normalize``, ``batch_size``, ``max_length``, ``label``).
     Loaded on first use, so building the reward list (and pickling it for TRL's workers) loads nothing."""
 
+    kind = "other"  # a learned judge: neither the format nor a checked answer
+
     def __init__(self, model: str = "", normalize: bool = False, batch_size: int = 8, max_length: int = 2048,
                  label: int | None = None):
         if not isinstance(model, str) or not model:

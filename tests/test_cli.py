@@ -50,7 +50,7 @@ def test_internal_error_keeps_its_traceback_in_run_log(capsys, tmp_path, monkeyp
     def broken_stage(ctx):
         return {}["no such key"]  # a bug in a stage, as a KeyError from deep inside would be
 
-    monkeypatch.setitem(table.BY_NAME, "eval-before", dataclasses.replace(table.EVAL_BEFORE, run=lambda: broken_stage))
+    monkeypatch.setitem(table.BY_NAME, "eval-before", dataclasses.replace(table.EVAL_BEFORE, run=broken_stage))
     out = tmp_path / "run"
     assert main(["run", "tiny-qwen3-smoke", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]

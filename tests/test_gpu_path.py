@@ -77,9 +77,9 @@ def _local_model(tmp_path, tiny_qwen3):
 @pytest.mark.parametrize("gpu, overrides, message", [
     (((7, 5), "Tesla T4"), ["model.dtype=bfloat16"], "this GPU (Tesla T4, compute capability 7.5) has no bfloat16"),
     (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=float16"], "float16 with backend unsloth"),
-    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=float32"], "Unsloth trains a float32 model"),
-    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=auto", "grpo.beta=0.04"], "Unsloth's GRPO takes the base model as "
-     "the KL reference"),
+    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=float32"], "backend unsloth: it trains a float32 model"),
+    (((8, 0), "NVIDIA A100"), ["model.backend=unsloth", "model.dtype=auto", "grpo.beta=0.04"], "with the unsloth backend after the SFT "
+     "warmup: its GRPO takes the base model as the KL reference"),
 ])
 def test_what_a_gpu_cannot_train_is_refused_before_anything_loads(gpu, overrides, message, tiny_qwen3, monkeypatch):
     _gpu(monkeypatch, *gpu)
@@ -129,6 +129,31 @@ def test_gguf_without_llama_cpp_offline_is_refused_before_training(tiny_qwen3, t
     assert load_recipe("tiny-qwen3-smoke", overrides=overrides).export.gguf == "q4_k_m"
     with pytest.raises(RecipeError, match="export.gguf needs backend unsloth"):  # auto on this CPU machine: hf
         load_recipe("tiny-qwen3-smoke", overrides={**overrides, "model.backend": "auto"})
+
+
+def test_validation_reads_the_backends_declared_abilities(tiny_qwen3, monkeypatch):
+    """Validation asks a backend's BackendAbilities, never its name: give hf an ability it lacks and the
+    refusal goes; take one from it and a recipe it ran is refused."""
+    import dataclasses
+
+    from aha.recipes.config import machine
+
+    hf = machine.BACKENDS["hf"]
+    gguf = {"model.name": str(tiny_qwen3), "model.backend": "hf", "export.gguf": "q4_k_m"}
+    with pytest.raises(RecipeError, match="export.gguf needs backend unsloth"):
+        load_recipe("tiny-qwen3-smoke", overrides=gguf)
+    monkeypatch.setenv("UNSLOTH_LLAMA_CPP_PATH", "/nonexistent/llama.cpp")
+    monkeypatch.setitem(machine.BACKENDS, "hf", dataclasses.replace(hf, gguf=True, load_in_4bit=True))
+    with pytest.raises(RecipeError, match="UNSLOTH_LLAMA_CPP_PATH"):  # past the ability check, at llama.cpp's
+        load_recipe("tiny-qwen3-smoke", overrides=gguf)
+    assert load_recipe("tiny-qwen3-smoke", overrides={"model.name": str(tiny_qwen3), "model.load_in_4bit": True})
+    monkeypatch.setitem(machine.BACKENDS, "hf", dataclasses.replace(hf, kl_reference="the base model"))
+    with pytest.raises(RecipeError, match="with the hf backend after the SFT warmup: its GRPO takes the base model"):
+        load_recipe("tiny-qwen3-smoke", overrides={"model.name": str(tiny_qwen3), "grpo.beta": 0.04})
+    _gpu(monkeypatch)
+    monkeypatch.setitem(machine.BACKENDS, "hf", dataclasses.replace(hf, float32=False))
+    with pytest.raises(RecipeError, match="model.dtype float32 with backend hf"):
+        load_recipe("tiny-qwen3-smoke", overrides={"model.name": str(tiny_qwen3), "model.dtype": "float32"})
 
 
 def test_a_lora_file_that_does_not_fit_is_an_error(tiny_qwen3, tiny_adapter, tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from aha.formats import get_format
 from aha.recipes.config.load import recipe_from_dict
 from aha.recipes.config.schema import RecipeError
-from aha.recipes.stages.preflight import (
-    advantage_shares, analyse, check_verdicts, layer_kind, prompts_needed, score_group, selected_rows, verdicts,
+from aha.recipes.training.preflight import (
+    advantage_shares, analyse, check_verdicts, prompts_needed, score_group, selected_rows, verdicts,
 )
 from aha.recipes.stages.evidence import moving_average, reward_curves
 from aha.recipes.training.trainers import PassRateLogged, RewardWatch
@@ -46,7 +46,7 @@ def test_preflight_statistics_on_hand_made_groups():
     groups = [_group(funcs, weights, [RIGHT, WRONG, RIGHT, WRONG]),      # learnable
               _group(funcs, weights, [RIGHT] * 4),                       # always right: no signal
               _group(funcs, weights, [OFF_FORMAT, WRONG, WRONG, WRONG])]  # never right, but format varies
-    stats = analyse(groups, [f.__name__ for f in funcs], weights, max_len=64)
+    stats = analyse(groups, funcs, weights, max_len=64)
     assert (stats["never_right"], stats["mixed"], stats["always_right"]) == (1, 1, 1)
     assert stats["pass@1"] == pytest.approx((0.5 + 1 + 0) / 3)
     assert stats["pass@4"] == pytest.approx(2 / 3)
@@ -81,7 +81,7 @@ def test_verdict_truncation_names_the_length_to_set():
     funcs, weights = _rewards(recipe)
     groups = [_group(funcs, weights, [TRUNCATED, TRUNCATED, TRUNCATED, RIGHT], truncated=[True, True, True, False])]
     groups[0]["lengths"] = [48, 48, 48, 71]
-    found = verdicts(analyse(groups, [f.__name__ for f in funcs], weights, max_len=48), recipe, FMT)
+    found = verdicts(analyse(groups, funcs, weights, max_len=48), recipe, FMT)
     message = next(v["message"] for v in found if v["code"] == "truncated")
     assert "75% of completions stop at 48 tokens" in message and "up to 71" in message
     assert "grpo.max_completion_length >= 80" in message
@@ -95,14 +95,14 @@ def test_verdict_truncated_loops_does_not_ask_for_a_longer_limit():
     funcs, weights = _rewards(recipe)
     loop = "Compute step by step: 63 - 35 = 28. 63 - 35 = 28. 63 - 35 = 28. 63 - 35 = 28. 63 - 35"
     groups = [_group(funcs, weights, [loop, loop, loop, RIGHT], truncated=[True, True, True, False])]
-    found = verdicts(analyse(groups, [f.__name__ for f in funcs], weights, max_len=48), recipe, FMT)
+    found = verdicts(analyse(groups, funcs, weights, max_len=48), recipe, FMT)
     message = next(v["message"] for v in found if v["code"] == "truncated-loops")
     assert "100% of those repeat themselves" in message and "max_completion_length >=" not in message
     assert "truncated" not in _codes(found) and not _codes(found, "fatal")
 
 
 def test_findings_the_recipe_accepts_are_reported_with_its_reason_and_stop_nothing(tmp_path):
-    from aha.recipes.stages.preflight import accept
+    from aha.recipes.training.preflight import accept
 
     found = [{"level": "fatal", "code": "flat", "message": "90% of groups have equal rewards"},
              {"level": "info", "code": "headroom", "message": "pass@1 0.2"}]
@@ -118,13 +118,12 @@ def test_findings_the_recipe_accepts_are_reported_with_its_reason_and_stop_nothi
 def test_verdict_flat_groups_says_too_easy_or_too_hard():
     recipe = _recipe()
     funcs, weights = _rewards(recipe)
-    names = [f.__name__ for f in funcs]
-    easy = verdicts(analyse([_group(funcs, weights, [RIGHT] * 4) for _ in range(5)], names, weights, 64), recipe, FMT)
+    easy = verdicts(analyse([_group(funcs, weights, [RIGHT] * 4) for _ in range(5)], funcs, weights, 64), recipe, FMT)
     assert "too easy" in next(v["message"] for v in easy if v["code"] == "flat")
     assert {"flat", "no-learnable"} <= _codes(easy, "fatal")
-    hard = verdicts(analyse([_group(funcs, weights, [WRONG] * 4) for _ in range(5)], names, weights, 64), recipe, FMT)
+    hard = verdicts(analyse([_group(funcs, weights, [WRONG] * 4) for _ in range(5)], funcs, weights, 64), recipe, FMT)
     assert "too hard" in next(v["message"] for v in hard if v["code"] == "flat")
-    healthy = verdicts(analyse([_group(funcs, weights, [RIGHT, WRONG, WRONG, RIGHT])] * 5, names, weights, 64),
+    healthy = verdicts(analyse([_group(funcs, weights, [RIGHT, WRONG, WRONG, RIGHT])] * 5, funcs, weights, 64),
                        recipe, FMT)
     assert not _codes(healthy, "fatal") and not _codes(healthy, "warn")
 
@@ -135,7 +134,7 @@ def test_verdict_format_never_fires_and_names_the_prefill():
     # The model writes the tag the prompt already pre-fills: the format can never match.
     again = "<start_working_out>2 + 2 = 4 <SOLUTION>4</SOLUTION>"
     groups = [_group(funcs, weights, [again, again.replace("4", "5"), again, again]) for _ in range(3)]
-    found = verdicts(analyse(groups, [f.__name__ for f in funcs], weights, 64), recipe, FMT)
+    found = verdicts(analyse(groups, funcs, weights, 64), recipe, FMT)
     message = next(v["message"] for v in found if v["code"] == "format-constant")
     assert message.startswith("format_exact is 0 on every completion")
     assert "pre-fills '<start_working_out>'" in message and "write it again" in message
@@ -145,7 +144,7 @@ def test_verdict_answer_drowned_by_format_rewards():
     recipe = _recipe(rewards=[{"name": "format_exact", "weight": 10.0}, {"name": "check_answer_numeric", "weight": 0.1}])
     funcs, weights = _rewards(recipe)
     groups = [_group(funcs, weights, [RIGHT, OFF_FORMAT, WRONG, RIGHT]) for _ in range(4)]
-    found = verdicts(analyse(groups, [f.__name__ for f in funcs], weights, 64), recipe, FMT)
+    found = verdicts(analyse(groups, funcs, weights, 64), recipe, FMT)
     assert "answer-drowned" in _codes(found, "warn")
 
 
@@ -156,9 +155,40 @@ def test_fatal_verdict_stops_unless_warn(tmp_path):
     check_verdicts(report, "warn", tmp_path)  # reported, not fatal
 
 
-def test_layer_kinds_and_prompts_needed():
-    assert [layer_kind(n) for n in ("format_exact", "xml_count", "check_number", "length_penalty")] == [
-        "format", "format", "answer", "other"]
+def test_reward_kinds_are_declared_not_guessed_from_names(tmp_path):
+    from aha.rewards import KINDS, LAYERS, UserReward, get_reward, reward_kind
+    from aha.rewards.layers import Layer
+    from aha.formats import InputError
+
+    assert {name: layer.kind for name, layer in LAYERS.items() if layer.kind != "answer"} == {
+        "format_exact": "format", "format_approximate": "format", "xml_count": "format", "xml_strict_format": "format",
+        "xml_soft_format": "format", "length_penalty": "penalty", "truncation_penalty": "penalty",
+        "repetition_penalty": "penalty"}
+    assert reward_kind("match_format_exactly") == "format" and reward_kind("correctness_reward_func") == "answer"
+    assert reward_kind(get_reward("strict_format_reward_func", format="xml", mode="faithful")) == "format"
+    # A function's name says nothing: one named like a format layer that declares nothing is "other", and one that
+    # declares "format" is watched as a format reward under any name.
+    (tmp_path / "mine.py").write_text("def format_like(completions, **kw):\n    return [0.0] * len(completions)\n"
+                                      "def layout(completions, **kw):\n    return [0.0] * len(completions)\n"
+                                      "layout.kind = 'format'\n"
+                                      "def odd(completions, **kw):\n    return [0.0] * len(completions)\n"
+                                      "odd.kind = 'style'\n")
+    assert reward_kind(UserReward(f"{tmp_path / 'mine.py'}:format_like")) == "other"
+    layout = UserReward(f"{tmp_path / 'mine.py'}:layout")
+    assert reward_kind(layout) == "format"
+    with pytest.raises(InputError, match="kind attribute must be one of format, answer, penalty, other, not 'style'"):
+        UserReward(f"{tmp_path / 'mine.py'}:odd")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Layer(lambda completions, **kw: [], kind="style")
+    assert set(KINDS) >= {layer.kind for layer in LAYERS.values()}
+    recipe = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}})
+    watch = RewardWatch(recipe, [layout, get_reward("check_number"), "xml_count"], 16)
+    assert watch.format_names == ["layout", "xml_count"]
+    groups = [_group([layout], [1.0], [RIGHT, WRONG]) for _ in range(2)]
+    assert analyse(groups, [layout], [1.0], 64)["layers"]["layout"]["kind"] == "format"
+
+
+def test_prompts_needed():
     assert prompts_needed(_recipe(max_steps=25, per_device_train_batch_size=16, num_generations=8)) == 50
     assert prompts_needed(_recipe(max_steps=-1)) == 0  # trains by epochs: every prompt
 
@@ -330,3 +360,35 @@ def test_preflight_command(tmp_path, tiny_adapter, capsys):
     assert err.splitlines()[-1].startswith("aha: error: preflight:") and "Traceback" not in err
     assert main(["preflight", "tiny-qwen3-smoke", "--adapter", str(tmp_path)]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
+
+
+def _emitted_codes(source: str) -> set[str]:
+    """Every finding code a module's source can emit: ``say(level, "code", ...)`` calls and
+    ``{"code": "..."}`` literals."""
+    import ast
+
+    codes = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "say" and len(node.args) >= 2 \
+                and isinstance(node.args[1], ast.Constant):
+            codes.add(node.args[1].value)
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "code" and isinstance(value, ast.Constant):
+                    codes.add(value.value)
+    return codes
+
+
+def test_every_finding_code_the_preflight_can_emit_is_declared():
+    """grpo.preflight_accept may name only declared codes, so a finding the preflight emits under an undeclared
+    code could never be accepted: the declared list and the emitted codes are the same set. A planted finding
+    with a new code is caught."""
+    import inspect
+
+    from aha.recipes.config.schema import VERDICT_CODES
+    from aha.recipes.training import preflight
+
+    source = inspect.getsource(preflight)
+    assert _emitted_codes(source) == set(VERDICT_CODES)
+    planted = source.replace('say("info", "headroom"', 'say("warn", "brand-new", "x")\n    say("info", "headroom"')
+    assert _emitted_codes(planted) - set(VERDICT_CODES) == {"brand-new"}

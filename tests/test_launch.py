@@ -14,6 +14,8 @@ import pytest
 from aha.recipes.cli import main
 from aha.recipes.config.trl_args import global_batch
 
+pytestmark = pytest.mark.xdist_group("launch")  # accelerate launches listen on one port: one launch at a time
+
 SMOKE = ["tiny-qwen3-smoke", "--set", "grpo.max_steps=3", "--set", "eval.sampled_k=0", "--set",
          "eval.tasks=[{task: arith, level: 1, limit: 8, seed: 0}]"]
 SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-qwen3-smoke.yaml"

@@ -182,9 +182,15 @@ def _aha(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_smoke_recipe_end_to_end(tmp_path):
+def test_smoke_recipe_end_to_end(tmp_path, recipe_reads, stage_checks, tiny_adapter, capsys):
     out = tmp_path / "run"
     assert main(["run", str(SMOKE), "--out", str(out)]) == 0
+    # Each stage read only recipe values its record (or an earlier stage's) declares, so the resume check guards every
+    # value a finished stage's results depend on; every file in the run folder is one a stage (or the runner) declares.
+    assert set(recipe_reads) >= {"eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after"}
+    assert "grpo.temperature" in recipe_reads["eval-after-sft"] and "grpo.rewards" in recipe_reads["grpo"]
+    assert stage_checks.undeclared_reads(recipe_reads, load_recipe(SMOKE)) == []
+    assert stage_checks.undeclared_files(out) == []
     state = json.loads((out / "state.json").read_text())
     assert list(state["stages"]) == ["eval-before", "sft", "eval-after-sft", "preflight", "grpo", "eval-after",
                                      "compare", "export", "verify-export", "publish", "report"]
@@ -208,9 +214,9 @@ def test_smoke_recipe_end_to_end(tmp_path):
     assert pre["sampling"]["temperature"] == 1.0 and pre["sampling"]["max_new_tokens"] == 16
     assert {v["code"] for v in pre["verdicts"] if v["level"] == "fatal"} and (out / "preflight" / "preflight.png").is_file()
     assert "## GRPO preflight" in report and "## Sampled accuracy at GRPO's temperature" in report
-    from aha.recipes.stages.results import read_results
+    from aha.recipes.stages.table import read_run
 
-    sampled = read_results(out).sampled["arith-l1-sampled/grpo"]
+    sampled = read_run(out).sampled["arith-l1-sampled/grpo"]
     assert sampled["k"] == 2 and sampled["problems"] == 8
 
     # The export: the adapter, and merged weights that give the adapter's outputs.
@@ -260,29 +266,24 @@ def test_smoke_recipe_end_to_end(tmp_path):
     assert json.loads((out / "state.json").read_text())["stages"]["grpo"] == state["stages"]["grpo"]
     assert main(["run", str(SMOKE), "--out", str(out), "--set", "grpo.max_steps=5"]) == 2
 
-
-@pytest.mark.slow
-def test_an_export_that_does_not_behave_like_the_adapter_is_refused(tmp_path, tiny_adapter, capsys):
-    """The merged weights are replaced by a merge of another adapter: verify-export loads them
-    as a user would, sees other answers, and ends the run in one line; everything is kept,
-    and the export is marked to be done again."""
+    # An export that does not behave like the adapter: the merged weights replaced by a merge of another adapter.
+    # verify-export loads them as a user would, sees other answers and ends the run in one line; everything is kept,
+    # the export is marked to be done again, and the next run exports from the trained adapter and passes.
     from aha.recipes.training.export import merge_adapter
 
-    out = tmp_path / "run"
-    args = ["run", str(SMOKE), "--out", str(out), "--set", "eval.sampled_k=0", "--set", "grpo.max_steps=2",
-            "--set", "eval.after_sft=false", "--set", "eval.tasks=[{task: arith, level: 1, limit: 8, seed: 0}]"]
-    assert main(args + ["--stop-after", "export"]) == 0
     shutil.rmtree(out / "export" / "merged")
     merge_adapter(str(out / "base"), str(tiny_adapter), out / "export" / "merged", "float32")  # the wrong adapter
-    assert main(args) == 2
+    capsys.readouterr()
+    assert main(["run", str(SMOKE), "--out", str(out), "--from", "verify-export"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("aha: error: verify-export: export/merged does not behave like the adapter that was "
                           "evaluated") and "re-running exports again" in err
-    state = json.loads((out / "state.json").read_text())["stages"]
-    assert "export" not in state and "verify-export" not in state and (out / "export" / "adapter").is_dir()
+    done = json.loads((out / "state.json").read_text())["stages"]
+    assert "export" not in done and "verify-export" not in done and (out / "export" / "adapter").is_dir()
     assert not json.loads((out / "export" / "verification.json").read_text())["passed"]
-    assert main(args) == 0  # exported again, from the trained adapter: verified
+    assert main(["run", str(SMOKE), "--out", str(out)]) == 0
     assert json.loads((out / "export" / "verification.json").read_text())["passed"]
+    assert stage_checks.undeclared_files(out) == []
 
 
 def test_a_merge_that_answers_12_of_50_problems_differently_is_refused():
@@ -461,3 +462,25 @@ def test_vllm_versions_are_checked_when_the_recipe_is(monkeypatch):
     monkeypatch.setitem(machine.CPU_SYNC_VERIFIED, "vllm", ("9.99",))
     with pytest.raises(RecipeError, match=r"model.use_vllm on a CPU is verified only with .*found vllm 0\.32"):
         load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["model.use_vllm=true"])
+
+
+def test_cli_choices_are_the_schemas_and_the_schemas_are_the_libraries():
+    """A flag offers exactly what the recipe field allows, and the field exactly what the library does."""
+    import argparse
+
+    from aha.eval.compare import METRICS
+    from aha.eval.metrics import VERDICTS
+    from aha.recipes.cli import build_parser
+    from aha.recipes.config.schema import EvalConfig, GRPOStage, ModelConfig, choices_of
+    from aha.rewards.core import MODES
+
+    def flag(command, name, sub=None):
+        parser = build_parser()
+        for path in [command] + ([sub] if sub else []):
+            action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = action.choices[path]
+        return tuple(next(a for a in parser._actions if name in a.option_strings).choices)
+
+    assert flag("compare", "--metric") == choices_of(EvalConfig, "metric") == METRICS == VERDICTS
+    assert flag("rewards", "--mode", "explain") == choices_of(GRPOStage, "reward_mode") == MODES
+    assert flag("eval", "--dtype") == choices_of(ModelConfig, "dtype")

@@ -161,7 +161,8 @@ def set_value(data: dict[str, Any], key: str, value: Any) -> None:
 def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, processes: int | None = None) -> Recipe:
     """A validated recipe from its mapping, for ``processes`` processes (default: this launch's)."""
     recipe = _build(Recipe, data, "")
-    validate(recipe, Path(base_dir) if base_dir else None, processes)
+    recipe.source_dir = Path(base_dir) if base_dir else None
+    validate(recipe, recipe.source_dir, processes)
     return recipe
 
 

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,39 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 
 
+@dataclass(frozen=True)
+class BackendAbilities:
+    """What a training backend can do. Validation reads these fields; nothing else asks a
+    backend's name what it can do."""
+
+    name: str
+    needs_cuda: bool  # runs only on a CUDA GPU
+    load_in_4bit: bool  # trains a 4-bit (QLoRA) model
+    gguf: bool  # exports GGUF (Unsloth's saver, converting with llama.cpp)
+    vllm_server: bool  # GRPO rollouts from a separate `aha vllm-serve` (TRL's server mode)
+    float32: bool  # trains a float32 model at float32 (Unsloth trains it under 16-bit autocast)
+    float16_on_bfloat16_gpu: bool  # trains a float16 model on a GPU whose best precision is bfloat16
+    kl_reference: str  # what GRPO's KL term is measured against after the SFT warmup
+
+
+TRL_KL_REFERENCE = "the warmup's adapter"  # TRL's GRPOTrainer, on a model that starts from the warmup's adapter
+BACKENDS: dict[str, BackendAbilities] = {b.name: b for b in (
+    BackendAbilities("hf", needs_cuda=False, load_in_4bit=False, gguf=False, vllm_server=True, float32=True,
+                     float16_on_bfloat16_gpu=True, kl_reference=TRL_KL_REFERENCE),
+    BackendAbilities("unsloth", needs_cuda=True, load_in_4bit=True, gguf=True, vllm_server=False, float32=False,
+                     float16_on_bfloat16_gpu=False, kl_reference="the base model"),
+)}
+
+
+def backends_that(ability: str) -> str:
+    """The backends with ``ability``, for messages.
+
+    >>> backends_that("gguf"), backends_that("vllm_server")
+    ('unsloth', 'hf')
+    """
+    return " or ".join(b.name for b in BACKENDS.values() if getattr(b, ability))
+
+
 def has_unsloth() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
@@ -57,9 +91,7 @@ def has_unsloth() -> bool:
 def unsloth_can_run() -> bool:
     """This machine has a CUDA GPU and unsloth installed (whether the model suits it is
     :func:`aha.recipes.config.schema.unsloth_refusal`'s to say)."""
-    import torch
-
-    return torch.cuda.is_available() and has_unsloth()
+    return device_capability() is not None and has_unsloth()
 
 
 def vllm_problem() -> str | None:
@@ -83,13 +115,11 @@ def choose_backend(requested: str, model: ModelConfig | None = None) -> tuple[st
     >>> choose_backend("hf")
     ('hf', 'as the recipe asks')
     """
-    import torch
-
     from .schema import RecipeError, unsloth_refusal
 
     if requested == "hf":
         return "hf", "as the recipe asks"
-    cuda, unsloth = torch.cuda.is_available(), has_unsloth()
+    cuda, unsloth = device_capability() is not None, has_unsloth()
     refusal = unsloth_refusal(model) if model is not None else None
     if requested == "auto":
         if unsloth_can_run() and not refusal:
@@ -113,9 +143,10 @@ def pick_backend(requested: str, model: ModelConfig | None = None) -> str:
 
 def dtype_problem(dtype: str, backend: str) -> str | None:
     """Why ``model.dtype`` (resolved) cannot train on this machine with ``backend`` (None when it
-    can): bfloat16 on a GPU without it (before Ampere); on Unsloth, float16 on a bfloat16 GPU
-    (its trainer refuses the mix TRL's flags would need) and float32 (Unsloth trains a float32
-    model under 16-bit autocast, so the run would record one precision and train another)."""
+    can): bfloat16 on a GPU without it (before Ampere); a precision the backend would not train
+    at as recorded (:class:`BackendAbilities`: Unsloth trains a float32 model under 16-bit
+    autocast, and its trainer refuses float16 on a bfloat16 GPU), so the run would record one
+    precision and train another."""
     capability = device_capability()
     if capability is None:
         return None
@@ -123,12 +154,14 @@ def dtype_problem(dtype: str, backend: str) -> str | None:
     gpu = f"this GPU ({gpu_name()}, compute capability {capability[0]}.{capability[1]})"
     if dtype == "bfloat16" and best != "bfloat16":
         return f"model.dtype bfloat16: {gpu} has no bfloat16; use model.dtype auto ({best} here)"
-    if backend == "unsloth" and dtype == "float32":
-        return (f"model.dtype float32 with backend unsloth: Unsloth trains a float32 model under {best} autocast, so "
-                f"the run would record float32 and train at {best}; use model.dtype auto, or backend hf for float32")
-    if backend == "unsloth" and dtype == "float16" and best == "bfloat16":
-        return (f"model.dtype float16 with backend unsloth on {gpu}: Unsloth trains at the GPU's bfloat16; use "
-                "model.dtype auto, or backend hf for float16")
+    can = BACKENDS[backend]
+    if dtype == "float32" and not can.float32:
+        return (f"model.dtype float32 with backend {backend}: it trains a float32 model under {best} autocast, so "
+                f"the run would record float32 and train at {best}; use model.dtype auto, or backend "
+                f"{backends_that('float32')} for float32")
+    if dtype == "float16" and best == "bfloat16" and not can.float16_on_bfloat16_gpu:
+        return (f"model.dtype float16 with backend {backend} on {gpu}: it trains at the GPU's bfloat16; use "
+                f"model.dtype auto, or backend {backends_that('float16_on_bfloat16_gpu')} for float16")
     return None
 
 

@@ -32,6 +32,17 @@ class RecipeError(InputError):
     """A recipe that cannot run. Its message names the key and what is wrong."""
 
 
+def choices_of(section: type, name: str) -> tuple[str, ...]:
+    """The values a ``Literal`` field of a recipe section allows (the CLI's flags offer the same).
+
+    >>> choices_of(ModelConfig, "dtype")
+    ('auto', 'float32', 'bfloat16', 'float16')
+    """
+    import typing
+
+    return tuple(a for a in typing.get_args(typing.get_type_hints(section)[name]) if isinstance(a, str))
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The range a number must lie in; ``None`` is unbounded.
@@ -300,6 +311,8 @@ class Recipe:
                                     "hold question, answer, solution, id; instruction; grader; train_file, train_split "
                                     "or heldout for training rows) or a task YAML file; data.task, sft.task and "
                                     "eval.tasks may name them", factory=dict)
+    source_dir: Path | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "the folder the recipe was read from: its relative paths resolve there", "derived": True})
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as written (no derived values): what run folders store and compare."""

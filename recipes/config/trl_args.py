@@ -10,10 +10,13 @@ import copy
 import dataclasses
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .machine import resolve_dtype, world_size
 from .schema import TRL_CLASS, Recipe, RecipeError
+
+if TYPE_CHECKING:
+    from aha.eval.backends import Sampling
 
 # What a run sets on a validated config. TRL derives nothing from these in __post_init__, so
 # setting them on a copy is exact; dataclasses.replace would re-run __post_init__, which refuses
@@ -213,3 +216,18 @@ def check_global_batch(recipe: Recipe, processes: int) -> None:
                           f"{'steps_per_generation' if steps_per_generation else 'gradient_accumulation_steps'} "
                           f"{accumulation} = {processes * per_device * accumulation} completions, which "
                           f"do not split into groups of num_generations {generations}")
+
+
+def sampler(recipe: Recipe, max_new_tokens: int, n: int, seed: int) -> Sampling:
+    """Sampling at GRPO's settings (temperature, top_p, top_k, min_p), with its own length, count
+    and seed; it reads nothing else of the recipe (the evaluations after training sample this way)."""
+    from aha.eval.backends import Sampling
+
+    args = recipe.grpo.args
+    return Sampling(max_new_tokens=max_new_tokens, temperature=float(args.temperature), top_p=float(args.top_p),
+                    top_k=max(0, int(args.top_k or 0)), min_p=float(args.min_p or 0.0), n=n, seed=seed)
+
+
+def grpo_sampling(recipe: Recipe, max_completion_length: int) -> Sampling:
+    """Exactly how GRPO will sample: its temperature, top_p, top_k, min_p, group size and length."""
+    return sampler(recipe, max_completion_length, int(recipe.grpo.args.num_generations), grpo_seed(recipe))

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .machine import dtype_problem, llama_cpp_problem, pick_backend, resolve_dtype, unverified_versions, world_size
+from .machine import (BACKENDS, TRL_KL_REFERENCE, backends_that, device_capability, dtype_problem, llama_cpp_problem,
+                      pick_backend, resolve_dtype, unverified_versions, world_size)
 from .schema import (
     BUILTIN_CONTEXT, BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
     unsloth_refusal,
@@ -33,8 +34,8 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     check_model_exists(m, base_dir)
     if m.backend == "unsloth" and unsloth_refusal(m):
         raise RecipeError(unsloth_refusal(m))
-    if m.load_in_4bit and m.backend == "hf":
-        raise RecipeError("model.load_in_4bit needs backend unsloth")
+    if m.load_in_4bit and m.backend != "auto" and not BACKENDS[m.backend].load_in_4bit:
+        raise RecipeError(f"model.load_in_4bit needs backend {backends_that('load_in_4bit')}")
     check_own_tasks(recipe, base_dir)
     check_fields(recipe, recipe=recipe)
     config = model_config(m, base_dir)  # read once, without weights (None where it cannot be here)
@@ -75,43 +76,44 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     check_global_batch(recipe, processes)
     if m.use_vllm:
         check_vllm_available()
-    if m.use_vllm and m.vllm_mode == "server":
-        import torch
-
-        if m.backend == "unsloth":
-            raise RecipeError("model.vllm_mode server is for the hf backend (Unsloth runs its own vLLM engine)")
-        if not torch.cuda.is_available():
-            raise RecipeError("model.vllm_mode server needs GPUs (one for `aha vllm-serve`, others for training); "
-                              "on a CPU use vllm_mode colocate or model.use_vllm false")
     check_backend_fits(recipe)
     recipe.sft.args = build_trl_args(recipe, "sft", processes)
     recipe.grpo.args = build_trl_args(recipe, "grpo", processes)
 
 
 def check_backend_fits(recipe: Recipe) -> None:
-    """What the backend this machine will run (``model.backend``, ``auto`` resolved) cannot do,
-    refused before anything loads: a precision the GPU or Unsloth cannot train at, GGUF without
-    Unsloth's saver or without a llama.cpp to convert with, and a KL term whose reference
-    differs between the backends (TRL keeps the warmup's adapter as the reference, Unsloth
-    the base model)."""
+    """What the backend this machine will run (``model.backend``, ``auto`` resolved by THE backend
+    rule) cannot do, by its :class:`~aha.recipes.config.machine.BackendAbilities`, refused before
+    anything loads: a precision it would not train at as recorded, GGUF without a GGUF saver or
+    without a llama.cpp to convert with, rollouts from a vLLM server, and a KL term whose reference
+    differs from the hf backend's (TRL keeps the warmup's adapter as the reference, Unsloth the
+    base model), which would make the two backends train different objectives."""
     m = recipe.model
     backend = pick_backend("auto", m) if m.backend == "auto" else m.backend  # unsloth without CUDA: the runner says it
+    can = BACKENDS[backend]
     problem = dtype_problem(resolve_dtype(m.dtype), backend)
     if problem:
         raise RecipeError(problem)
     if recipe.export.gguf:
-        if backend != "unsloth":
-            raise RecipeError("export.gguf needs backend unsloth (its GGUF saver), and this run uses hf; use "
-                              "export.merged with the hf backend")
+        if not can.gguf:
+            raise RecipeError(f"export.gguf needs backend {backends_that('gguf')} (its GGUF saver), and this run uses "
+                              f"{backend}; use export.merged with the {backend} backend")
         problem = llama_cpp_problem()
         if problem:
             raise RecipeError(problem)
+    if m.use_vllm and m.vllm_mode == "server":
+        if not can.vllm_server:
+            raise RecipeError(f"model.vllm_mode server is for backend {backends_that('vllm_server')} ({backend} runs "
+                              "its own vLLM engine)")
+        if device_capability() is None:
+            raise RecipeError("model.vllm_mode server needs GPUs (one for `aha vllm-serve`, others for training); "
+                              "on a CPU use vllm_mode colocate or model.use_vllm false")
     beta = recipe.grpo.trl.get("beta", 0.0)
-    if backend == "unsloth" and recipe.grpo.enabled and recipe.sft.enabled and isinstance(beta, (int, float)) \
-            and beta > 0:
-        raise RecipeError(f"grpo.beta {beta:g} with the unsloth backend after the SFT warmup: Unsloth's GRPO takes "
-                          "the base model as the KL reference where TRL (backend hf) takes the warmup's adapter, so "
-                          "the two backends would train different objectives; set grpo.beta 0 or backend hf")
+    if recipe.grpo.enabled and recipe.sft.enabled and isinstance(beta, (int, float)) and beta > 0 \
+            and can.kl_reference != TRL_KL_REFERENCE:
+        raise RecipeError(f"grpo.beta {beta:g} with the {backend} backend after the SFT warmup: its GRPO takes "
+                          f"{can.kl_reference} as the KL reference where TRL takes {TRL_KL_REFERENCE}, so the two backends would train different objectives; "
+                          "set grpo.beta 0 or backend hf")
 
 
 def check_own_tasks(recipe: Recipe, base_dir: Path | None) -> None:

@@ -6,17 +6,20 @@ which evaluations the stage wrote."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aha.eval import Sampling, evaluate
 from aha.eval import metrics as names
 from aha.eval.backends import prompts_per_batch_for
+from aha.eval.runner import SUMMARY_FILE
 
+from ..config.schema import Recipe
+from ..config.trl_args import sampler
 from ..training.data import eval_problems
-from .preflight import grpo_sampling
-from .runner import Context
-from .table import EVAL_BEFORE
+from .kernel import Context, Stage, adapter_of
+from .results import RunResults, read_json_if_there
+from .training import SFT, final_adapter, trains
 
 log = logging.getLogger("aha")
 SAMPLED_SUFFIX = "-sampled"  # <task>-sampled: <task> sampled at GRPO's settings
@@ -57,10 +60,10 @@ def evaluate_stage(ctx: Context) -> dict[str, Any]:
                      task.k, 100 * r[names.pass_at(1, "strict")], 100 * low, 100 * high, task.k,
                      100 * r[names.pass_at(task.k, "strict")], r[names.PROBLEMS])
             written.append(avg_key(key, task.k))
-        if recipe.eval.sampled_k and ctx.stage is not EVAL_BEFORE:
+        if ctx.stage is not EVAL_BEFORE and recipe.eval.sampled_k:  # eval-before never reads GRPO's sampling
             # Training sharpens the sampled policy first: k answers per problem at GRPO's own sampling settings.
             k = recipe.eval.sampled_k
-            sampled = replace(grpo_sampling(recipe, recipe.eval.max_new_tokens), n=k, seed=recipe.seed)
+            sampled = sampler(recipe, recipe.eval.max_new_tokens, n=k, seed=recipe.seed)
             with prompts_per_batch_for(generator, k):
                 r = evaluate(generator, problems[: recipe.eval.sampled_limit], ctx.path(key + SAMPLED_SUFFIX),
                              ctx.fmt, sampled, meta={**meta, "task": key})["results"]
@@ -69,3 +72,36 @@ def evaluate_stage(ctx: Context) -> dict[str, Any]:
                      r[names.PROBLEMS])
             written.append(key + SAMPLED_SUFFIX)
     return {"evaluations": written}
+
+
+def _read_evaluations(run_dir: Path, record: dict[str, Any] | None, out: RunResults, stage: str) -> None:
+    if record is None:
+        return
+    summaries = {key: read_json_if_there(run_dir / stage / key / SUMMARY_FILE) for key in record.get("evaluations", [])}
+    out.evaluations[stage] = {key: s["results"] for key, s in summaries.items() if s and "results" in s}
+    for key, s in summaries.items():
+        if s and isinstance(s.get("config"), dict):
+            out.asked.setdefault(key, {k: s["config"].get(k) for k in ("instruction", "grader") if k in s["config"]})
+            out.engines.setdefault(stage, {})[key] = str(s["config"].get("backend", "?"))
+
+
+def _evaluation(name: str, doc: str, enabled: Any, evaluates: Any, reads: Any = ()) -> Stage:
+    return Stage(name, doc, evaluate_stage, writes=(f"{name}/**",), enabled=enabled, reads=reads, evaluates=evaluates,
+                 results=lambda run_dir, record, out: _read_evaluations(run_dir, record, out, name))
+
+
+GRPO_SAMPLING = ("grpo.temperature", "grpo.top_p", "grpo.top_k", "grpo.min_p")  # what preflight.sampler reads
+
+
+def _evaluation_reads(recipe: Recipe) -> tuple[str, ...]:
+    """After training, an evaluation also samples at GRPO's own settings when ``eval.sampled_k`` is set."""
+    return ("eval.sampled_k", "eval.sampled_limit") + (GRPO_SAMPLING if recipe.eval.sampled_k else ())
+
+
+EVAL_BEFORE = _evaluation("eval-before", "evaluate the model as it is (held-out problems, greedy)",
+                          lambda r: r.eval.enabled, lambda run_dir, recipe: None)
+EVAL_AFTER_SFT = _evaluation("eval-after-sft", "evaluate after the warmup, so GRPO's own share can be measured",
+                             lambda r: r.eval.enabled and r.eval.after_sft and r.sft.enabled and r.grpo.enabled,
+                             lambda run_dir, recipe: str(adapter_of(run_dir, SFT)), _evaluation_reads)
+EVAL_AFTER = _evaluation("eval-after", "evaluate the final adapter", lambda r: r.eval.enabled and trains(r),
+                         final_adapter, _evaluation_reads)

@@ -12,7 +12,7 @@ from aha.eval import metrics as names
 
 from .evaluate import SAMPLED_SUFFIX
 from .results import RunResults
-from .table import COMPARISONS
+from .compare import COMPARISONS
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

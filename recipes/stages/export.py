@@ -5,10 +5,12 @@ model cards and uploads."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
-from .runner import Context
-from .table import final_adapter
+from .kernel import Context, Stage
+from .results import RunResults
+from .training import final_adapter, trains
 
 
 def export_stage(ctx: Context) -> dict[str, Any]:
@@ -23,3 +25,12 @@ def export_stage(ctx: Context) -> dict[str, Any]:
     if recipe.export.gguf:
         done["gguf"] = str(ctx.backend.gguf(adapter, ctx.path("gguf"), recipe.export.gguf))
     return done
+
+
+def _read_exports(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
+    out.exports = {k: v for k, v in (record or {}).items() if k != "seconds" and isinstance(v, str)}
+
+
+EXPORT = Stage("export", "the LoRA adapter (and merged weights, GGUF when the recipe asks)", export_stage,
+               writes=("export/adapter/**", "export/merged/**", "export/gguf/**"), enabled=trains, reads=("export",),
+               results=_read_exports)

@@ -16,16 +16,18 @@ from aha.eval.tasks import TASKS
 
 from ..config.schema import Recipe
 from ..training.export import push_folder
-from .evaluate import SAMPLED_SUFFIX
+from .evaluate import EVAL_AFTER, EVAL_BEFORE, SAMPLED_SUFFIX
 from .evidence import result_tables, reward_curves, verification_text
-from .results import RunResults, read_results
-from .runner import Context
-from .table import EVAL_AFTER, EVAL_BEFORE, EXPORT, plan
+from .export import EXPORT
+from .kernel import Context, Stage, plan
+from .results import RECIPE_FILE, RunResults
+from .training import trains
 
 # The built-in models: where their weights come from and under what licence.
 BUILTIN_ORIGINS = {"builtin:smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
                    "builtin:tiny-qwen3": (None, "apache-2.0")}
 CARD_RECIPE = "aha_recipe.yaml"  # the recipe as run, beside the card, so the card's command reproduces it
+CARD_CURVES = "reward_curves.png"  # the card's chart, beside it
 
 
 def base_origin(recipe: Recipe) -> tuple[str | None, str | None]:
@@ -99,9 +101,9 @@ def _datasets(recipe: Recipe) -> list[str]:
     return sorted({TASKS[t].hub[0] for t in used if t in TASKS and TASKS[t].hub})
 
 
-def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str) -> str:
-    """The card's body: what was done, the evidence, how to reproduce and load it."""
-    stages = plan(recipe)
+def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str, stages: list[str]) -> str:
+    """The card's body: what was done (``stages``: the run's, in order), the evidence, how to
+    reproduce and load it."""
     rewards = ", ".join(f"`{r.name}` x {r.weight:g}" for r in recipe.grpo.rewards)
     g, s = recipe.grpo.args, recipe.sft.args
     lines = [f"# {recipe.name}", "",
@@ -128,7 +130,7 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
                   f"problems; {m['identical_texts']} of {m['problems']} answers the same text, {m['same_verdicts']} "
                   "the same verdict."]
     if results.grpo_log:
-        lines += ["", "![rewards during GRPO](reward_curves.png)"]
+        lines += ["", f"![rewards during GRPO]({CARD_CURVES})"]
     if results.preflight:
         lines += ["", "## GRPO preflight", ""] + [f"- {v['level']} ({v['code']}): {v['message']}"
                                                   for v in results.preflight["verdicts"]]
@@ -155,7 +157,8 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
     return "\n".join(lines) + "\n"
 
 
-def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str) -> Path:
+def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict[str, str], kind: str,
+               stages: list[str]) -> Path:
     from huggingface_hub import ModelCard, ModelCardData
 
     base, license_ = base_origin(recipe)
@@ -167,7 +170,7 @@ def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict
         datasets=_datasets(recipe) or None, license=license_ or "other",
         license_name=None if license_ else "unknown", model_name=recipe.name,
         eval_results=_eval_results(results, recipe, kind) or None)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + card_text(results, recipe, versions, kind))
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + card_text(results, recipe, versions, kind, stages))
     path = folder / "README.md"
     card.save(path)
     return path
@@ -176,17 +179,25 @@ def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict
 def publish_stage(ctx: Context) -> dict[str, Any]:
     from aha.eval.runner import versions
 
-    results = read_results(ctx.run.dir, ctx.run.state)
+    results = ctx.results()
     exports = ctx.run.state["stages"][EXPORT.name]
     done: dict[str, Any] = {}
     for kind in ("adapter", "merged"):
         if exports.get(kind):
             folder = Path(exports[kind])
-            shutil.copyfile(ctx.run.path("recipe.yaml"), folder / CARD_RECIPE)
+            shutil.copyfile(ctx.run.path(RECIPE_FILE), folder / CARD_RECIPE)
             if results.grpo_log:
-                reward_curves(results.grpo_log, folder / "reward_curves.png")
-            done[f"{kind}_card"] = str(write_card(folder, results, ctx.recipe, versions(), kind))
+                reward_curves(results.grpo_log, folder / CARD_CURVES)
+            done[f"{kind}_card"] = str(write_card(folder, results, ctx.recipe, versions(), kind,
+                                                     plan(ctx.stages, ctx.recipe)))
     if ctx.recipe.export.push_to_hub:
         done["hub"] = push_folder(Path(exports["adapter"]), ctx.recipe.export.push_to_hub)
     return done
 
+
+
+PUBLISH = Stage("publish", "the model card (the Hub's format, with the evidence) in the exported folders, and the hub "
+                "upload when the recipe asks", publish_stage,
+                writes=tuple(f"{EXPORT.name}/{kind}/{name}" for kind in ("adapter", "merged")
+                             for name in ("README.md", CARD_RECIPE, CARD_CURVES)),
+                enabled=trains, needs_model=False)

@@ -10,8 +10,11 @@ import yaml
 
 from ..config.schema import Recipe
 from .evidence import result_tables, reward_curves, verification_text
-from .results import RunResults, read_results
-from .runner import Context
+from .kernel import Context, Stage
+from .results import RunResults
+
+REPORT_FILE = "report.md"
+CURVES_FILE = "reward_curves.png"
 
 
 def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, str]) -> Path:
@@ -23,11 +26,11 @@ def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, st
         lines.append(f"| {stage} | {info.get('seconds', '')} | {info.get('peak_memory_gib', '')} | {notes} |")
     lines += result_tables(results)
     if results.preflight:
-        from .preflight import to_markdown as preflight_markdown
+        from ..training.preflight import to_markdown as preflight_markdown
 
         lines += ["", "## GRPO preflight (will it learn?)", ""] + preflight_markdown(results.preflight)
-    if results.grpo_log and reward_curves(results.grpo_log, run_dir / "reward_curves.png"):
-        lines += ["", "## Rewards during GRPO", "", "![reward curves](reward_curves.png)"]
+    if results.grpo_log and reward_curves(results.grpo_log, run_dir / CURVES_FILE):
+        lines += ["", "## Rewards during GRPO", "", f"![reward curves]({CURVES_FILE})"]
     warnings = results.training.get("warnings") or []
     if warnings:
         lines += ["", "## Warnings raised during GRPO", ""] + [f"- {w}" for w in warnings]
@@ -40,7 +43,7 @@ def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, st
         lines += ["", "## Export verification", "", verification_text(results.verification)]
     lines += ["", "## Versions", "", "```", yaml.safe_dump(versions, sort_keys=False).strip(), "```",
               "", "## Recipe (as run)", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```"]
-    path = run_dir / "report.md"
+    path = run_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -50,6 +53,10 @@ def report_stage(ctx: Context) -> dict[str, Any]:
 
     from aha.eval.runner import versions
 
-    path = write_run_report(read_results(ctx.run.dir, ctx.run.state), ctx.recipe, versions())
+    path = write_run_report(ctx.results(), ctx.recipe, versions())
     logging.getLogger("aha").info("report: %s", path)
     return {"path": str(path)}
+
+
+REPORT = Stage("report", "report.md with every number, chart and the recipe as run", report_stage,
+               writes=(REPORT_FILE, CURVES_FILE), needs_model=False)

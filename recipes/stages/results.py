@@ -1,7 +1,8 @@
-"""THE reader of a run folder's results. Each stage writes its results once, in its own
-folder (evaluation summaries, comparisons, the preflight report, the GRPO log); state.json
-holds only status, timings and paths. The run report, the model card and the Python API's
-``RunResult`` all read a run through :func:`read_results`."""
+"""What a run folder's results are, typed (:class:`RunResults`), and its state file, checked.
+Each stage writes its results once, in its own folder (evaluation summaries, comparisons, the
+preflight report, the GRPO log) and reads them back itself (its record's ``results``;
+``kernel.read_results`` loops over the stages); state.json holds only status, timings and
+paths. The run report, the model card and the Python API's ``RunResult`` all read a run that way."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 from aha.eval.files import read_json
 
 from ..config.schema import RecipeError
-from .table import COMPARE, EXPORT, GRPO, PREFLIGHT, STAGES
 
 STATE_FILE = "state.json"
+RECIPE_FILE = "recipe.yaml"  # the recipe as run
+LOG_FILE = "run.log"
 STATE_HINT = ("it is not a state file aha wrote, or was cut short; to start the run over, delete the folder "
               "(or use another --out)")
 
@@ -38,7 +40,8 @@ class RunResults:
     verification: dict[str, Any] | None = None  # export/verification.json: the exports loaded as a user loads them
 
 
-def _json(path: Path, kind: type = dict) -> Any:
+def read_json_if_there(path: Path, kind: type = dict) -> Any:
+    """A result file a stage wrote, or None where there is none."""
     return read_json(path, kind=kind) if path.is_file() else None
 
 
@@ -71,38 +74,3 @@ def read_state(run_dir: Path, required: bool = True) -> dict[str, Any]:
         raise RecipeError(f"{path}: its record of the files aha wrote is damaged or points outside the run folder "
                           f"({STATE_HINT})")
     return state
-
-
-def read_results(run_dir: str | Path, state: dict[str, Any] | None = None) -> RunResults:
-    run_dir = Path(run_dir)
-    if state is None:
-        state = read_state(run_dir, required=False)
-    done = state.get("stages", {})
-    out = RunResults(run_dir=run_dir, stages=done, recipe=state.get("recipe", {}))
-    for stage in STAGES:
-        if stage.evaluates is None or stage.name not in done:
-            continue
-        tasks = done[stage.name].get("evaluations", [])
-        summaries = {key: _json(run_dir / stage.name / key / "summary.json") for key in tasks}
-        out.evaluations[stage.name] = {key: s["results"] for key, s in summaries.items() if s and "results" in s}
-        for key, s in summaries.items():
-            if s and isinstance(s.get("config"), dict):
-                out.asked.setdefault(key, {k: s["config"].get(k) for k in ("instruction", "grader") if k in s["config"]})
-                out.engines.setdefault(stage.name, {})[key] = str(s["config"].get("backend", "?"))
-    for key in done.get(COMPARE.name, {}).get("comparisons", []):
-        folder = run_dir / COMPARE.name / key
-        pair = _json(folder / "compare.json")
-        if pair:
-            metrics = {m: {k: v for k, v in r.items() if not k.endswith("_ids")} for m, r in pair["metrics"].items()}
-            out.comparisons[key] = {**pair, "metrics": metrics}
-        rates = _json(folder / "pass_rates.json")
-        if rates:
-            out.sampled[key] = rates
-    if PREFLIGHT.name in done:
-        out.preflight = _json(run_dir / PREFLIGHT.name / "preflight.json")
-    if GRPO.name in done:
-        out.grpo_log = _json(run_dir / GRPO.name / "log_history.json", list)
-        out.training = _json(run_dir / GRPO.name / "training.json") or {}
-    out.exports = {k: v for k, v in done.get(EXPORT.name, {}).items() if k != "seconds" and isinstance(v, str)}
-    out.verification = _json(run_dir / EXPORT.name / "verification.json")
-    return out

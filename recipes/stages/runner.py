@@ -1,62 +1,31 @@
 """``aha run``: the stages of a recipe (``table.STAGES``), in order, into one run directory.
 
-Each finished stage is recorded in ``state.json`` (status, timing, the paths it wrote);
-re-running the same command skips finished stages and resumes training from its last
-checkpoint. A run directory belongs to one recipe: a change that would alter a stage
-already run is refused rather than mixed; a change to values only later stages read (say
-``grpo.*`` after a preflight that stopped the run) is taken, and logged.
+Each finished stage is recorded in ``state.json`` (status, timing, the paths it wrote;
+``kernel.Run``); re-running the same command skips finished stages and resumes training from
+its last checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
-
-from aha.eval.files import LOCK_FILE, FolderLock, write_json
-from aha.formats import Format, get_format
+from aha.eval.files import LOCK_FILE, FolderLock
+from aha.formats import get_format
 
 from ..config.machine import is_main, rank, world_size
-from ..config.load import as_today
 from ..config.schema import Recipe, RecipeError, resolve_path
 from ..config.trl_args import global_batch_line
 from ..launch.distributed import on_main
-from .results import STATE_FILE, read_state
-from .table import BY_NAME, GRPO, REPORT, STAGES, Stage, first_reader, plan
-
-if TYPE_CHECKING:  # the backends import the training stack; the runner needs only their shape
-    from ..training.backends import TrainingBackend
+from . import kernel
+from .kernel import Context
+from .results import LOG_FILE, STATE_FILE, read_state
+from .table import BY_NAME, GRPO, STAGES, plan
 
 log = logging.getLogger("aha")
-
-
-def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``section`` or ``section.key`` for every value that differs (one level into sections).
-
-    >>> _changed_keys({"a": 1, "b": {"x": 1, "y": 2}}, {"a": 1, "b": {"x": 1, "y": 3}})
-    ['b.y']
-    """
-    def flat(section: Any) -> Any:  # a stage's TRL fields read as its own keys (grpo.learning_rate)
-        if isinstance(section, dict) and isinstance(section.get("trl"), dict):
-            return {**{k: v for k, v in section.items() if k != "trl"}, **section["trl"]}
-        return section
-
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = flat(old.get(key)), flat(new.get(key))
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            out.append(key)
-    return out
 
 
 def reset_peak_memory() -> None:
@@ -95,29 +64,6 @@ def release_free_memory() -> None:
         pass  # not glibc: nothing to trim
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a stage function gets: its own record, the run, the backend (None for stages that
-    need no model) and the recipe's format."""
-
-    stage: Stage
-    run: Run
-    backend: TrainingBackend | None
-    fmt: Format
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.run.recipe
-
-    def path(self, *parts: str) -> Path:
-        """A path in this stage's own folder."""
-        return self.run.path(self.stage.name, *parts)
-
-
 # What a fresh run folder may hold before the run writes anything: the run's lock, and Unsloth's compiled cache
 # (imported into the run folder before the run starts).
 FRESH_FOLDER = (LOCK_FILE, "unsloth_compiled_cache")
@@ -133,142 +79,10 @@ def refuse_foreign_folder(folder: Path) -> None:
                           "into a new or empty folder: choose another --out")
 
 
-def files_under(folder: Path) -> set[str]:
-    """Every file below ``folder``, as paths relative to it."""
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()} if folder.is_dir() else set()
+class Run(kernel.Run):
+    """A run folder of this stage table."""
 
-
-class Run:
-    """One run directory: its recipe, its state, its log. ``state.json`` records, per stage, every
-    file the stage wrote (``wrote``: what appeared while it ran, a stage killed mid-way included),
-    so ``--from`` and a stage's own clean-up remove exactly those and nothing of the user's."""
-
-    def __init__(self, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
-                 restart_from: str | None = None):
-        self.recipe, self.dir, self.recipe_dir = recipe, Path(out_dir), recipe_dir
-        self.changed: list[str] = []  # recipe values changed since the stages already done (none of which read them)
-        self.writes = True
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.state_path = self.dir / STATE_FILE
-        self.state = read_state(self.dir, required=False)
-        digest = recipe_hash(recipe)
-        self.state.setdefault("stages", {})
-        self.state.setdefault("wrote", {})
-        self._recover_running()
-        if restart_from:
-            self._forget_from(restart_from)
-        if self.state.get("recipe_hash", digest) != digest:
-            self._accept_change(recipe.to_dict())
-        self.state["recipe_hash"] = digest
-        self.state["recipe"] = recipe.to_dict()
-        (self.dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        self._save()
-
-    @classmethod
-    def follow(cls, recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None) -> Run:
-        """The run folder as another process of a launch sees it, after the main process set
-        it up: it reads the state and never writes it."""
-        run = cls.__new__(cls)
-        run.recipe, run.dir, run.recipe_dir, run.changed, run.writes = recipe, Path(out_dir), recipe_dir, [], False
-        run.state_path = run.dir / STATE_FILE
-        run.state = read_state(run.dir)
-        return run
-
-    def check_same_recipe(self) -> None:
-        """Raise (RecipeError) if this folder's finished stages read values the recipe now changes."""
-        if self.state.get("recipe_hash") != recipe_hash(self.recipe):
-            self._accept_change(self.recipe.to_dict())
-
-    def _forget_from(self, stage: str) -> None:
-        """Drop ``stage`` and every later one, with the files they wrote, so they run again (say GRPO
-        with another seed, from the same warmup). Earlier stages and their outputs stay, and so does
-        every file aha did not write."""
-        names = [st.name for st in STAGES]
-        later = names[names.index(stage):]
-        for name in later:
-            if name in self.state["stages"] and name not in self.state["wrote"]:
-                # finished by an aha that did not record its files: its own folder was all it wrote
-                log.info("removing %s (written before aha recorded each stage's files)", self.dir / name)
-                shutil.rmtree(self.dir / name, ignore_errors=True)
-                if name == REPORT.name:
-                    for leftover in ("report.md", "reward_curves.png"):
-                        (self.dir / leftover).unlink(missing_ok=True)
-            self.state["stages"].pop(name, None)
-            self.remove_written(name)
-        self._save()
-
-    def begin(self, stage: str) -> None:
-        """Note the files present as ``stage`` starts: what appears until :meth:`end` is the stage's."""
-        if self.writes:
-            self.state["running"] = {"stage": stage, "before": sorted(files_under(self.dir))}
-            self._save()
-
-    def end(self, stage: str) -> None:
-        """Record the files ``stage`` wrote (it finished or stopped)."""
-        if self.writes and self.state.get("running", {}).get("stage") == stage:
-            self._recover_running()
-            self._save()
-
-    def _recover_running(self) -> None:
-        """The files that appeared while the last stage ran are that stage's, also when the process
-        was killed before it could say so."""
-        running = self.state.pop("running", None)
-        if isinstance(running, dict) and isinstance(running.get("before"), list):
-            new = files_under(self.dir) - set(running["before"])
-            known = set(self.state["wrote"].get(running.get("stage"), []))
-            self.state["wrote"][running["stage"]] = sorted(known | new)
-
-    def remove_written(self, stage: str) -> None:
-        """Delete every file ``stage`` wrote (and the folders that leaves empty); nothing else."""
-        paths = self.state["wrote"].pop(stage, [])
-        for rel in paths:
-            target = self.dir / rel
-            if target.is_file() or target.is_symlink():
-                target.unlink()
-        for rel in sorted({str(Path(r).parent) for r in paths}, key=lambda r: -r.count("/")):
-            folder = self.dir / rel
-            while folder != self.dir and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-                folder = folder.parent
-        running = self.state.get("running")
-        if isinstance(running, dict) and isinstance(running.get("before"), list):
-            running["before"] = sorted(set(running["before"]) - set(paths))  # written again: the stage's again
-        self._save()
-
-    def _accept_change(self, new: dict[str, Any]) -> None:
-        """A changed recipe may only touch values that no finished stage has read. A key the
-        old recipe lacks (added to aha since) counts as changed only when not left at its default;
-        one aha no longer has changes nothing."""
-        old = self.state.get("recipe")
-        changed = _changed_keys(as_today(old), new) if old else ["?"]
-        order = {st.name: i for i, st in enumerate(STAGES)}
-        done = [order[s] for s in self.state["stages"] if s in order]
-        for key in changed:
-            first = order[first_reader(key, self.recipe).name]
-            if any(i >= first for i in done):
-                raise RecipeError(f"{self.dir} holds a run of a different recipe ({key} changed after stages that "
-                                  "read it ran); re-run the same command to resume, or pass --out NEW_DIR")
-        self.changed = changed
-
-    def _save(self) -> None:
-        if not self.writes:
-            return
-        write_json(self.state_path, self.state)
-
-    def done(self, stage: str) -> bool:
-        return stage in self.state["stages"]
-
-    def finish(self, stage: str, seconds: float, result: dict[str, Any]) -> None:
-        self.state["stages"][stage] = {"seconds": round(seconds, 1), **result}
-        self._save()
-
-    def undo(self, stage: str) -> None:
-        """Mark a finished stage as not done (its outputs stay), so the next run does it again."""
-        if self.state["stages"].pop(stage, None) is not None:
-            self._save()
-
-    def path(self, *parts: str) -> Path:
-        return self.dir.joinpath(*parts)
+    stages = STAGES
 
 
 def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
@@ -278,7 +92,7 @@ def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
     for h in list(log.handlers):
         log.removeHandler(h)
     if main_process:
-        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "run.log")]
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / LOG_FILE)]
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     else:
         handlers = [logging.StreamHandler(sys.stderr)]
@@ -291,7 +105,17 @@ def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
 
 
 def check_stage_names(recipe: Recipe, stop_after: str | None, restart_from: str | None) -> list[str]:
-    """The recipe's stages, after checking that ``--stop-after`` and ``--from`` name one of them."""
+    """The recipe's stages, after checking that ``--stop-after`` and ``--from`` name one of them.
+
+    >>> from aha.recipes.config import recipe_from_dict
+    >>> recipe = recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, "grpo": {"enabled": False}})
+    >>> check_stage_names(recipe, "sft", None)[:2]
+    ['eval-before', 'sft']
+    >>> check_stage_names(recipe, None, "grpo")
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: --from grpo: not a stage of this recipe (eval-before, sft, eval-after, compare, export, verify-export, publish, report)
+    """
     stages = plan(recipe)
     for flag, stage in (("--stop-after", stop_after), ("--from", restart_from)):
         if stage and stage not in stages:
@@ -353,7 +177,7 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             stage = BY_NAME[name]
             log.info("stage %s", name)
             started = time.time()
-            func, ctx = stage.run(), Context(stage, run, backend, fmt)
+            func, ctx = stage.run, Context(stage, run, backend, fmt, STAGES)
             reset_peak_memory()
             run.begin(name)
             try:

@@ -1,7 +1,8 @@
 """The training stages, written once for every backend: the SFT format warmup, the GRPO
 preflight, and LoRA GRPO on top of the warmup's adapter. Each training stage writes
 ``<stage>/adapter`` when done and checkpoints on the way, so a killed run resumes from
-its last checkpoint."""
+its last checkpoint. The training stack is imported inside the stage functions, so the
+stage table (``--dry-run``, the notebook) loads without it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from aha.formats import Format
 
 from ..config.schema import Recipe, RecipeError
 from ..config.trl_args import completion_length
+from ..training import LOG_HISTORY_FILE
 from ..training.data import grpo_rows, sft_rows, training_problems
-from ..training.trainers import grpo_trainer, reward_functions, sft_trainer, train_and_save
-from .preflight import PREFLIGHT_FILE, check_verdicts, run_preflight, selected_rows
-from .runner import Context
-from .table import PREFLIGHT, SFT, adapter_of
+from .kernel import Context, Stage, adapter_of
+from ..training.preflight import PREFLIGHT_FILE, check_verdicts, run_preflight, selected_rows
+from .results import RunResults, read_json_if_there
 
 if TYPE_CHECKING:
     from ..training.backends import TrainingBackend
@@ -29,12 +30,23 @@ log = logging.getLogger("aha")
 TRAINING_FILE = "training.json"  # what a training stage reports beyond its adapter: warnings, reward errors
 
 
+def trains(recipe: Recipe) -> bool:
+    return recipe.sft.enabled or recipe.grpo.enabled
+
+
+def final_adapter(run_dir: Path, recipe: Recipe) -> str:
+    """The adapter the recipe ends with: GRPO's, or the warmup's when GRPO is off."""
+    return str(adapter_of(run_dir, GRPO if recipe.grpo.enabled else SFT))
+
+
 def start_adapter(ctx: Context) -> str | None:
     """The policy GRPO starts from: the warmup's adapter, or none (a fresh LoRA on the base model)."""
     return str(adapter_of(ctx.run.dir, SFT)) if ctx.recipe.sft.enabled else None
 
 
 def sft_stage(ctx: Context) -> dict[str, Any]:
+    from ..training.trainers import sft_trainer, train_and_save
+
     model, tokenizer, peft_config = ctx.backend.training_model(None)
     rows = sft_rows(ctx.recipe, ctx.fmt, tokenizer, training_problems(ctx.recipe, "sft"))
     trainer = sft_trainer(ctx.recipe, model, tokenizer, rows, ctx.path(), peft_config=peft_config)
@@ -47,6 +59,8 @@ def preflight(recipe: Recipe, fmt: Format, backend: TrainingBackend, adapter: st
               out_dir: Path) -> dict[str, Any]:
     """Sample the policy ``adapter`` (None: the base model) on GRPO's prompts, exactly as GRPO
     will, and write the preflight report to ``out_dir`` (``aha preflight`` runs this alone)."""
+    from ..training.trainers import reward_functions
+
     generator = backend.generator(adapter)
     tokenizer = generator.tokenizer
     rows, longest = grpo_rows(recipe, fmt, tokenizer, training_problems(recipe, "grpo"))
@@ -65,6 +79,8 @@ def preflight_stage(ctx: Context) -> dict[str, Any]:
 
 def grpo_stage(ctx: Context) -> dict[str, Any]:
     """On top of the warmup's adapter (loaded trainable), else on a fresh LoRA."""
+    from ..training.trainers import grpo_trainer, train_and_save
+
     recipe, out = ctx.recipe, ctx.path()
     model, tokenizer, peft_config = ctx.backend.training_model(start_adapter(ctx))
     rows, longest = grpo_rows(recipe, ctx.fmt, tokenizer, training_problems(recipe, "grpo"))
@@ -82,3 +98,24 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
         write_json(out / TRAINING_FILE, {"warnings": watch.warned, "reward_errors": watch.error_counts()})
     ctx.backend.trained(adapter_of(ctx.run.dir, ctx.stage))
     return result
+
+
+def _read_preflight(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
+    if record is not None:
+        out.preflight = read_json_if_there(run_dir / PREFLIGHT.name / PREFLIGHT_FILE)
+
+
+def _read_grpo(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
+    if record is not None:
+        out.grpo_log = read_json_if_there(run_dir / GRPO.name / LOG_HISTORY_FILE, list)
+        out.training = read_json_if_there(run_dir / GRPO.name / TRAINING_FILE) or {}
+
+
+SFT = Stage("sft", "format warmup: supervised fine-tuning on worked solutions in the reasoning tags", sft_stage,
+            writes=("sft/**",), enabled=lambda r: r.sft.enabled, reads=("sft",), every_process=True)
+PREFLIGHT = Stage("preflight", "sample the starting policy exactly as GRPO will; stop on what would make GRPO "
+                  "learn nothing", preflight_stage, writes=("preflight/**",),
+                  enabled=lambda r: r.grpo.enabled and r.grpo.preflight != "off", reads=("grpo",),
+                  results=_read_preflight)
+GRPO = Stage("grpo", "LoRA GRPO on the recipe's reward layers", grpo_stage, writes=("grpo/**",),
+             enabled=lambda r: r.grpo.enabled, reads=("grpo",), every_process=True, results=_read_grpo)

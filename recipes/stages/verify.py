@@ -28,8 +28,11 @@ from aha.eval.runner import SAMPLES_FILE, read_done
 from ..config.machine import resolve_dtype
 from ..config.schema import ExportConfig, RecipeError, resolve_path
 from ..training.data import eval_problems
-from .runner import Context
-from .table import EVAL_AFTER, EXPORT
+from .evaluate import EVAL_AFTER
+from .export import EXPORT
+from .kernel import Context, Stage
+from .results import RunResults, read_json_if_there
+from .training import trains
 
 log = logging.getLogger("aha")
 VERIFICATION_FILE = "verification.json"
@@ -233,3 +236,15 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
         raise RecipeError(f"verify-export: {failures[0]}; everything is kept, {run.path(EXPORT.name, VERIFICATION_FILE)} "
                           "has the details, and re-running exports again")
     return {"verification": str(run.path(EXPORT.name, VERIFICATION_FILE))}
+
+
+def _read_verification(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
+    # also when the stage failed: its report says why, and the run report shows it
+    out.verification = read_json_if_there(run_dir / EXPORT.name / VERIFICATION_FILE)
+
+
+VERIFY_EXPORT = Stage("verify-export", "load what was exported as a user would (a fresh process) and check it answers "
+                      "as the evaluated adapter did", verify_export_stage,
+                      writes=("verify-export/**", f"{EXPORT.name}/{VERIFICATION_FILE}"),
+                      enabled=lambda r: trains(r) and r.eval.enabled and r.export.verify, needs_model=False,
+                      results=_read_verification)

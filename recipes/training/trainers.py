@@ -14,10 +14,11 @@ from transformers import TrainerCallback
 
 from aha.eval.files import write_json
 from aha.formats import Format
-from aha.rewards import get_reward, reward_options
+from aha.rewards import get_reward, reward_kind, reward_options
 
 from ..config.schema import Recipe, RecipeError
 from ..config.trl_args import for_run
+from . import LOG_HISTORY_FILE
 
 log = logging.getLogger("aha")
 PASS_RATE_METRIC = "answer_pass"  # logged per step: sampled completions that follow the format and are right
@@ -76,7 +77,7 @@ def train_and_save(trainer: Any, out_dir: Path, broken: Any = None) -> dict[str,
     trainer.save_model(str(out_dir / "adapter"))
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(out_dir / "adapter"))
-        write_json(out_dir / "log_history.json", trainer.state.log_history)
+        write_json(out_dir / LOG_HISTORY_FILE, trainer.state.log_history)
     trainer.accelerator.wait_for_everyone()
     return {"steps": trainer.state.global_step}
 
@@ -226,7 +227,7 @@ class RewardWatch(TrainerCallback):
         self.recipe, self.max_len = recipe, max_completion_length
         self.funcs = [f for f in reward_funcs if not isinstance(f, str)]
         self.names = [f if isinstance(f, str) else f.__name__ for f in reward_funcs]
-        self.format_names = [n for n in self.names if "format" in n or n.startswith(("xml", "match_format"))]
+        self.format_names = [n for n, f in zip(self.names, reward_funcs) if reward_kind(f) == "format"]
         self.best: dict[str, float] = {}
         self.first: dict[str, float] = {}
         self.warned: list[str] = []

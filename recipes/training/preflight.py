@@ -21,40 +21,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aha.eval import Sampling, grade, pass_at_k
+from aha.eval import grade, pass_at_k
 from aha.eval.files import read_json, write_json
 from aha.eval.stats import quantile
 from aha.formats import Format
 
 from ..config.schema import Recipe, RecipeError
-from ..config.trl_args import global_batch, grpo_seed
+from ..config.trl_args import global_batch, grpo_sampling
 
 log = logging.getLogger("aha")
 PREFLIGHT_FILE = "preflight.json"
 SELECTED_FILE = "selected.json"
 
 
-def grpo_sampling(recipe: Recipe, max_completion_length: int) -> Sampling:
-    """Exactly how GRPO will sample: its temperature, top_p, top_k, min_p, group size and length."""
-    args = recipe.grpo.args
-    return Sampling(max_new_tokens=max_completion_length, temperature=float(args.temperature),
-                    top_p=float(args.top_p), top_k=max(0, int(args.top_k or 0)), min_p=float(args.min_p or 0.0),
-                    n=int(args.num_generations), seed=grpo_seed(recipe))
-
-
 def prompts_needed(recipe: Recipe, processes: int = 1) -> int:
     """Distinct prompts GRPO consumes: steps x prompts per optimizer step (0: it trains by epochs)."""
     steps = int(recipe.grpo.args.max_steps)
     return steps * global_batch(recipe, processes)[1] if steps > 0 else 0
-
-
-def layer_kind(name: str) -> str:
-    """``format`` (layout), ``answer`` (correctness) or ``other`` (penalties), by layer name."""
-    if "format" in name or name.startswith("xml"):
-        return "format"
-    if name.startswith("check_") or name in ("correctness_reward_func", "int_reward_func"):
-        return "answer"
-    return "other"
 
 
 # ----- scoring ----------------------------------------------------------------------------------------------
@@ -144,14 +127,18 @@ def advantage_shares(groups: list[dict[str, Any]], names: list[str], weights: li
     return {n: round(cross[n] / total_sq, 4) for n in names}
 
 
-def analyse(groups: list[dict[str, Any]], names: list[str], weights: list[float], max_len: int) -> dict[str, Any]:
-    """The statistics of scored groups (see the module docstring)."""
+def analyse(groups: list[dict[str, Any]], funcs: list[Any], weights: list[float], max_len: int) -> dict[str, Any]:
+    """The statistics of scored groups (see the module docstring); each layer's ``kind`` is the
+    one its reward declares (:func:`aha.rewards.reward_kind`)."""
+    from aha.rewards import reward_kind
+
+    names = [f.__name__ for f in funcs]
     flat = lambda key: [x for g in groups for x in g[key]]  # noqa: E731
     k = len(groups[0]["passed"])
     layers = {}
-    for name in names:
+    for name, fn in zip(names, funcs):
         values = [v for g in groups for v in g["layers"][name] if v is not None]
-        layers[name] = {"kind": layer_kind(name), "mean": _mean(values), "std": _std(values),
+        layers[name] = {"kind": reward_kind(fn), "mean": _mean(values), "std": _std(values),
                         "min": min(values, default=None), "max": max(values, default=None),
                         "none_share": 1 - len(values) / (len(groups) * k), "histogram": _histogram(values)}
     totals = flat("total")
@@ -258,7 +245,6 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
     learnable_mode = g.select == "learnable"
     cap = min(len(rows), g.select_max_prompts or 4 * needed) if learnable_mode else min(len(rows), g.preflight_prompts)
     groups: list[dict[str, Any]] = []
-    names = [f.__name__ for f in funcs]
     pos = 0
     while pos < cap:
         stats_done = len(groups) >= g.preflight_prompts
@@ -273,7 +259,7 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
                                       [x.num_tokens for x in group]))
         log.info("preflight: %d prompts scored (%d learnable)", len(groups),
                  sum(1 for x in groups if 0 < sum(x["passed"]) < len(x["passed"])))
-    stats = analyse(groups, names, weights, max_len)
+    stats = analyse(groups, funcs, weights, max_len)
     found = verdicts(stats, recipe, fmt)
     selected = [x["id"] for x in groups if 0 < sum(x["passed"]) < len(x["passed"])] if learnable_mode else None
     selection = None
@@ -303,7 +289,6 @@ def run_preflight(recipe: Recipe, fmt: Format, generator: Any, rows: list[dict[s
     return report
 
 
-# Every finding the preflight can report, by code (what grpo.preflight_accept may name).
 def accept(found: list[dict[str, str]], accepted: dict[str, str]) -> list[dict[str, str]]:
     """Findings the recipe accepts knowingly (``grpo.preflight_accept``: code -> the reason,
     written in the recipe) are reported as accepted, with that reason, and stop nothing.
