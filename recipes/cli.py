@@ -326,7 +326,7 @@ def _run_seeds(args: argparse.Namespace) -> int:
         for r in replicates:
             print(f"replicate {r}: {parent / f'replicate-{r}'}  --set " + " --set ".join(reseed(base, r)))
         return 0
-    run_seeds(path, args.set, replicates, parent, stop_after=args.stop_after, restart_from=args.restart_from)
+    run_seeds(path, args.set, replicates, parent, stop_after=args.stop_after, restart_from=args.restart_from, base=base)
     print(f"{len(replicates)} replicates of {base.name}: {parent / 'seeds.md'}")
     return 0
 

@@ -73,9 +73,12 @@ def replicate_dir(parent: Path, replicate: int) -> Path:
 
 
 def run_seeds(recipe_path: str | Path, overrides: list[str], replicates: list[int], parent: Path,
-              stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
-    """Run (or resume) every replicate, then write the pooled report; returns it."""
-    base = load_recipe(recipe_path, overrides, out=replicate_dir(parent, replicates[0]))
+              stop_after: str | None = None, restart_from: str | None = None,
+              base: Recipe | None = None) -> dict[str, Any]:
+    """Run (or resume) every replicate, then write the pooled report; returns it. ``base``: the
+    recipe with ``overrides``, when the caller has validated it already."""
+    if base is None:
+        base = load_recipe(recipe_path, overrides, out=replicate_dir(parent, replicates[0]))
     with FolderLock(parent):  # one `--seeds` command per parent folder; each replicate's run locks its own
         return _run_replicates(recipe_path, overrides, replicates, parent, base, stop_after, restart_from)
 

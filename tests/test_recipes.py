@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from aha.recipes.cli import main
-from aha.recipes.config.load import load_recipe, recipe_from_dict
+from aha.recipes.api import load_recipe
+from aha.recipes.config.load import recipe_from_dict
 from aha.recipes.stages.table import plan
 from aha.recipes.config.schema import RecipeError
 

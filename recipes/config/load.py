@@ -87,11 +87,6 @@ def plain(value: Any) -> Any:
     return value
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML, apply ``key.sub=value`` overrides, validate everything."""
-    return recipe_from_dict(read_recipe_data(path, overrides), base_dir=Path(path).parent)
-
-
 def as_today(stored: dict[str, Any]) -> dict[str, Any]:
     """A recipe mapping a run folder stored, read with today's schema: keys added to aha since
     at their defaults, keys aha no longer has (``data.heldout``, say) dropped, in the sections
