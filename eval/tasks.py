@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aha.formats import InputError, find_last_boxed, gold_from_gsm8k
+from aha.formats import InputError, find_last_boxed, gold_from_gsm8k, user_path
 
 from .files import read_json, read_parquet, read_text
 
@@ -465,23 +465,23 @@ def _own_problems(task: Task, split: str, path: str | Path | None, hub: bool) ->
     """Your task's problems: its file (or hub split) for evaluation, its training file (or hub split)
     for training, or one file split in two (``heldout``: that many held out, no reworded copy of one
     in training)."""
+
+    def read(file: str | Path | None, hub_split: tuple[str, str | None, str] | None, prefix: str = "") -> list[Problem]:
+        """A local file (``path`` first) where there is one, else the hub split."""
+        source = Path(path) if path else DATA / file if file else None
+        if source is not None:
+            return _rows_problems(task, read_rows(source), str(source), prefix=prefix)
+        return _rows_problems(task, _hub_rows(*hub_split), hub_split[0], prefix=prefix)
+
     if task.heldout and not path:
-        source = DATA / task.file if task.file else None
-        rows = read_rows(source) if source else _hub_rows(*task.hub)
-        problems = _rows_problems(task, rows, str(source or task.hub[0]))
+        problems = read(task.file, task.hub)
         if task.heldout >= len(problems):
             raise InputError(f"{task.name}: heldout {task.heldout} leaves no training problems of its {len(problems)}")
         train, held = dapo_split(problems, task.heldout, same_numbers=True)
         return held if split == "test" else train
     if split == "train":
-        if path or task.train_file:
-            source = Path(path) if path else DATA / task.train_file
-            return _rows_problems(task, read_rows(source), str(source), prefix="train-")
-        return _rows_problems(task, _hub_rows(*task.train_hub), task.train_hub[0], prefix="train-")
-    if path or task.file:
-        source = Path(path) if path else DATA / task.file
-        return _rows_problems(task, read_rows(source), str(source))
-    return _rows_problems(task, _hub_rows(*task.hub), task.hub[0])
+        return read(task.train_file, task.train_hub, prefix="train-")
+    return read(task.file, task.hub)
 
 
 _SPEC_KEYS = {"file": "evaluation rows: a local .jsonl, .json, .csv or .parquet file",
@@ -529,9 +529,7 @@ def task_from_spec(name: str, spec: Any, base_dir: str | Path | None = None) -> 
         value = spec.get(key)
         if not value:
             return None
-        path = Path(value).expanduser()
-        if not path.is_absolute() and not path.exists() and base_dir is not None:
-            path = Path(base_dir) / path
+        path = user_path(value, base_dir)
         if not path.is_file():
             raise InputError(f"task {name}: {key}: no such data file: {value}")
         return str(path.resolve())

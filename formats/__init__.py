@@ -18,6 +18,7 @@ from .answers import answers_equal, answers_match, clean_answer, find_last_boxed
 from .builtin import BUILTIN_FORMATS
 from .errors import InputError
 from .format import Format
+from .paths import user_path
 
 FORMATS: dict[str, Format] = {f.name: f for f in BUILTIN_FORMATS}
 _FIELDS = set(Format.__dataclass_fields__)
@@ -111,5 +112,5 @@ def get_format(spec: str | Format | dict[str, Any]) -> Format:
 
 __all__ = [
     "FORMATS", "Format", "InputError", "answers_equal", "answers_match", "clean_answer", "find_last_boxed", "format_from_dict",
-    "get_format", "gold_from_gsm8k", "last_number", "load_format", "parse_number", "register_format",
+    "get_format", "gold_from_gsm8k", "last_number", "load_format", "parse_number", "register_format", "user_path",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aha.formats import InputError
+from aha.formats import InputError, user_path
 
 from .core import KINDS, log
 
@@ -48,9 +48,7 @@ def resolve_reference(name: str, base_dir: str | Path | None = None) -> str:
     where, attr = name.split(":")
     if not where.endswith(".py"):
         return name
-    path = Path(where).expanduser()
-    if not path.is_absolute() and not path.exists() and base_dir is not None and (Path(base_dir) / path).exists():
-        path = Path(base_dir) / path
+    path = user_path(where, base_dir)
     return f"{path.resolve()}:{attr}" if path.exists() else name  # a missing file is named as it was written
 
 
@@ -247,11 +245,12 @@ def test_call(fn: Callable[..., Any], what: str, completions: list[str], columns
     n = len(completions)
     trl_keywords = {"prompts": columns.get("prompt", [""] * n), "completion_ids": [[] for _ in range(n)],
                     "trainer_state": None, "log_metric": lambda name, value: None}
-    inner = getattr(fn, "_fn", None)
-    target = (lambda **kw: inner(**{**kw, **fn.options})) if inner is not None else fn
+    keywords = {**trl_keywords, **{k: v for k, v in columns.items() if k != "prompt"}}
     try:
-        values = target(completions=completions, **trl_keywords, **{k: v for k, v in columns.items() if k != "prompt"})
-        checked_scores(values, n)
+        if isinstance(fn, UserReward):
+            fn._call(completions, keywords)  # as it scores in training, without the scoring one at a time
+        else:
+            checked_scores(fn(completions=completions, **keywords), n)
     except TypeError as err:
         hint = (" (TRL passes prompts, completions, completion_ids, trainer_state, log_metric and the dataset's "
                 f"columns {', '.join(sorted(set(columns) - {'prompt'}))} as keywords: give the function **kwargs)"

@@ -436,21 +436,36 @@ def test_from_stage_runs_it_and_later_ones_again(tmp_path):
     assert (tmp_path / "sft").is_dir() and not (tmp_path / "grpo").exists() and not (tmp_path / "report.md").exists()
 
 
-def test_trl_choices_come_from_the_installed_trl():
-    """The loss types the recipe check allows are the ones the installed TRL's GRPO loss
-    code branches on (read from its field docs, never a copy that goes stale)."""
+def test_pinned_trl_choices_are_the_installed_trls():
+    """The values validation allows for TRL fields are pinned (never parsed from TRL's help text at run time);
+    here they are checked against the installed TRL: each pinned value is one its field documents (quoted), each
+    value its field documents as an option is pinned, every loss type is one its trainer's code branches on, and
+    a value outside the pin is refused in one line."""
+    import dataclasses
     import inspect
+    import re
 
     import trl
 
-    from aha.recipes.config.trl_args import trl_choices
+    from aha.recipes.config.trl_args import TRL_CHOICES, trl_class
 
-    loss_types = trl_choices("grpo", "loss_type")
+    for (stage, name), pinned in TRL_CHOICES.items():
+        fields = {f.name: f for f in dataclasses.fields(trl_class(stage))}
+        assert name in fields, f"TRL {trl.__version__} has no {stage} field {name}"
+        text = fields[name].metadata.get("help", "")
+        for value in pinned:
+            assert f"'{value}'" in text or f"`{value}`" in text or f"`{value}'" in text, (name, value)
+        # TRL documents each option as a quoted word that a description follows: "'dapo' (default): ...", "'batch': ..."
+        documented = {{"True": True, "False": False}.get(w, w)
+                      for w in re.findall(r"[`']+(\w+)[`']+(?=:| \(default\)| or )", text)}
+        assert documented <= set(pinned), (name, documented - set(pinned))
     source = inspect.getsource(trl.GRPOTrainer)
-    assert loss_types and "dapo" in loss_types and all(f'"{t}"' in source for t in loss_types)
-    assert set(trl_choices("grpo", "scale_rewards")) == {True, False, "group", "batch", "none"}
-    with pytest.raises(RecipeError, match=r"grpo.loss_type must be one of .*dapo.*not 'dapo2'"):
-        load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["grpo.loss_type=dapo2"])
+    assert all(f'"{t}"' in source for t in TRL_CHOICES[("grpo", "loss_type")])
+    for (stage, name), pinned in TRL_CHOICES.items():
+        with pytest.raises(RecipeError, match=rf"{stage}.{name} must be one of .*not 'bogus'"):
+            load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", [f"{stage}.{name}=bogus"])
+    gspo = load_recipe(RECIPES / "tiny-qwen3-smoke.yaml", ["grpo.importance_sampling_level=sequence"])
+    assert gspo.grpo.args.importance_sampling_level == "sequence"
 
 
 def test_vllm_versions_are_checked_when_the_recipe_is(monkeypatch):

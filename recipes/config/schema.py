@@ -21,7 +21,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aha.formats import InputError
+from aha.formats import InputError, user_path
 
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
 BUILTIN_CONTEXT = {"builtin:tiny-qwen3": 2048, "builtin:smollm2-135m-instruct": 8192}  # their position embeddings
@@ -347,8 +347,9 @@ def unsloth_refusal(model: ModelConfig) -> str | None:
 
 
 def resolve_path(value: str, base_dir: Path | None) -> str:
-    """Paths in a recipe are relative to the working directory, else to the recipe file."""
-    if not value or Path(value).is_absolute() or Path(value).exists() or base_dir is None:
+    """A path in a recipe, by THE rule for user files (:func:`aha.formats.user_path`): relative to the
+    working directory, else to the recipe's folder."""
+    if not value:
         return value
-    candidate = base_dir / value
-    return str(candidate) if candidate.exists() else value
+    found = user_path(value, base_dir)
+    return str(found) if found.exists() else value

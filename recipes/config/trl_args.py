@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import re
 from typing import TYPE_CHECKING, Any
 
 from .machine import resolve_dtype, world_size
@@ -172,20 +171,16 @@ def completion_length(recipe: Recipe, longest_prompt: int) -> int:
     return int(value) if value is not None else int(recipe.grpo.args.max_completion_length)
 
 
-def trl_choices(stage: str, name: str) -> tuple[Any, ...] | None:
-    """The values the installed TRL documents for ``name``; None when it documents none
-    we can read (TRL then checks the value itself, later).
-
-    >>> "dapo" in trl_choices("grpo", "loss_type"), True in trl_choices("grpo", "scale_rewards")
-    (True, True)
-    """
-    fields = {f.name: f for f in dataclasses.fields(trl_class(stage))}
-    text = fields[name].metadata.get("help", "") if name in fields else ""
-    # TRL documents each value as a quoted word that a description follows: "'dapo' (default): ...",
-    # "'batch': ...", "`True` or `'group'`". Quoted words inside the descriptions are not values.
-    words = re.findall(r"[`']+(\w+)[`']+(?=:| \(default\)| or )", text)
-    values = tuple(dict.fromkeys({"True": True, "False": False}.get(w, w) for w in words))
-    return values or None
+# The values TRL's GRPOConfig takes for the fields checked before anything loads (TRL checks them only when its
+# trainer starts, after the evaluation and the warmup have run). Pinned here for the TRL versions aha installs
+# (1.15 with Unsloth, 1.16); tests/test_recipes.py checks them against the installed TRL's own field documentation
+# and trainer code, so a TRL that adds or drops a value fails a test rather than a user's run.
+TRL_CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("grpo", "loss_type"): ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    ("grpo", "scale_rewards"): (True, False, "group", "batch", "none"),
+    ("grpo", "importance_sampling_level"): ("token", "sequence"),
+    ("grpo", "multi_objective_aggregation"): ("sum_then_normalize", "normalize_then_sum"),
+}
 
 
 def global_batch(recipe: Recipe, processes: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from .schema import (
     BUILTIN_CONTEXT, BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
     unsloth_refusal,
 )
+from .trl_args import TRL_CHOICES
 
 
 def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
@@ -23,7 +24,7 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     from aha.eval.tasks import LEVELS, SOLUTION_TASKS
     from aha.formats import get_format
 
-    from .trl_args import build_trl_args, check_global_batch, trl_choices
+    from .trl_args import build_trl_args, check_global_batch
 
     if not recipe.name or not all(ch.isalnum() or ch in "-_." for ch in recipe.name) or recipe.name.startswith("."):
         raise RecipeError(f"name must be a plain name (letters, digits, - _ .), not {recipe.name!r}: it names the run "
@@ -71,7 +72,7 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     if recipe.eval.enabled and not recipe.eval.tasks:
         raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
     for stage in ("sft", "grpo"):
-        _check_trl_values(stage, getattr(recipe, stage).trl, trl_choices)
+        _check_trl_values(stage, getattr(recipe, stage).trl)
     processes = processes or world_size()
     check_global_batch(recipe, processes)
     if m.use_vllm:
@@ -198,7 +199,7 @@ TRL_BOUNDS = {
 }
 
 
-def _check_trl_values(stage: str, values: dict[str, Any], trl_choices: Any) -> None:
+def _check_trl_values(stage: str, values: dict[str, Any]) -> None:
     for key, value in values.items():
         bounds = TRL_BOUNDS.get(key, Bounds())  # every number at least finite (TRL and torch take NaN silently)
         problem = bounds.violation(value) if bounds else None
@@ -207,9 +208,9 @@ def _check_trl_values(stage: str, values: dict[str, Any], trl_choices: Any) -> N
     steps = values.get("max_steps")
     if isinstance(steps, int) and steps != -1 and steps < 1:
         raise RecipeError(f"{stage}.max_steps must be at least 1 (or -1: train by epochs), not {steps}")
-    for key in ("loss_type", "scale_rewards") if stage == "grpo" else ():
-        allowed = trl_choices(stage, key) if key in values else None
-        if allowed and values[key] not in allowed:
+    for (where, key), allowed in TRL_CHOICES.items():
+        if where == stage and key in values and not any(values[key] == a and type(values[key]) is type(a)
+                                                            for a in allowed):
             raise RecipeError(f"{stage}.{key} must be one of {', '.join(map(str, allowed))}, not {values[key]!r}")
 
 
