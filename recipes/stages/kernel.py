@@ -163,12 +163,8 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-
-
 def recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
 
 
 def files_under(folder: Path) -> set[str]:
@@ -176,12 +172,11 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()} if folder.is_dir() else set()
 
 
-
-
 class Run:
     """One run directory of the stage table ``stages`` (``runner.Run`` is this with the table):
-    its recipe, its state, its log. ``state.json`` records, per stage, every file the stage wrote (``wrote``: what appeared while it ran, a stage killed mid-way included),
-    so ``--from`` and a stage's own clean-up remove exactly those and nothing of the user's."""
+    its recipe, its state, its log. ``state.json`` records, per stage, every file the stage wrote
+    (``wrote``: what appeared while it ran, a stage killed mid-way included), so ``--from`` and a
+    stage's own clean-up remove exactly those and nothing of the user's."""
 
     stages: tuple[Stage, ...] = ()
 
