@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -49,6 +50,13 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
     print("reward_model\n    a sequence-classification model scores question + completion (options: model, normalize, "
           "batch_size, max_length, label)\nyour own function\n    path/to/file.py:fn or package.module:fn, called as "
           "TRL calls a reward (importing it runs the file)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .config.load import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=1))
     return 0
 
 
@@ -536,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     formats = sub.add_parser("formats", help="list the reasoning formats, or show one")
     formats.add_argument("name", nargs="?")
     formats.set_defaults(func=cmd_formats)
+    sub.add_parser("schema", help="print the recipe's JSON schema (recipes/recipe.schema.json: editors complete and "
+                   "check recipes with it)").set_defaults(func=cmd_schema)
     return parser
 
 

@@ -84,7 +84,7 @@ def _local_model(tmp_path, tiny_qwen3):
 def test_what_a_gpu_cannot_train_is_refused_before_anything_loads(gpu, overrides, message, tiny_qwen3, monkeypatch):
     _gpu(monkeypatch, *gpu)
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_recipe("tiny-qwen3-smoke", overrides={"model.name": str(tiny_qwen3), **dict(o.split("=") for o in overrides)})
+        load_recipe("tiny-qwen3-smoke", overrides=[f"model.name={tiny_qwen3}", *overrides])
 
 
 def test_auto_says_which_backend_it_chose_and_why(monkeypatch):

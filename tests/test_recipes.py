@@ -21,6 +21,28 @@ SMOKE = RECIPES / "tiny-qwen3-smoke.yaml"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))
 
 
+# ----- the schema for editors ------------------------------------------------------------------
+def test_the_shipped_json_schema_is_the_schemas_and_checks_recipes(capsys):
+    import jsonschema
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert json.loads((RECIPES / "recipe.schema.json").read_text()) == schema, "rewrite it: aha schema > recipes/..."
+    for path in SHIPPED:
+        assert path.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json\n"), path.name
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    # What the loader refuses, an editor flags too; what it takes beyond the dataclasses, the schema takes.
+    for wrong in ({"lora": {"r": "16"}}, {"model": {"nam": "x"}}, {"grpo": {"preflight": "maybe"}},
+                  {"eval": {"tasks": [{"limit": 0}]}}, {"grpo": {"rewards": [{"weight": 1}]}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
+        with pytest.raises(RecipeError):
+            recipe_from_dict({"model": {"name": "builtin:tiny-qwen3"}, **wrong})
+    right = {"grpo": {"learning_rate": 1e-5, "rewards": ["format_exact", {"name": "reward_model", "model": "m"}]}}
+    jsonschema.validate(right, schema)
+    assert "source_dir" not in schema["properties"] and "args" not in schema["$defs"]["GRPOStage"]["properties"]
+
+
 # ----- validation (fast: nothing loads a model) -------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_recipes_validate(path, tmp_path, monkeypatch, tiny_qwen3):

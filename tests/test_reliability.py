@@ -35,12 +35,14 @@ def test_eval_sampling_values_are_checked_before_anything_loads(flag, value, mes
     assert message in _error(capsys) and not out.exists()
 
 
-def test_a_string_field_takes_yaml_boolean_words_as_words(capsys):
-    from aha.recipes import load_recipe
+def test_yaml_boolean_words_are_words_as_yaml_1_2_says(capsys):
+    from aha.recipes import RecipeError, load_recipe
 
     assert load_recipe(SMOKE, ["grpo.preflight=off"]).grpo.preflight == "off"
     assert load_recipe(SMOKE, ["grpo.select=all", "grpo.preflight=off"]).grpo.preflight == "off"
-    assert load_recipe(SMOKE, ["model.use_vllm=no"]).model.use_vllm is False  # a boolean field: its truth value
+    assert load_recipe(SMOKE, ["model.use_vllm=false"]).model.use_vllm is False
+    with pytest.raises(RecipeError, match=r"^model.use_vllm: expected true or false, got str 'no' \(YAML 1.2: only "):
+        load_recipe(SMOKE, ["model.use_vllm=no"])  # a boolean field is not guessed from a word
     assert main(["run", str(SMOKE), "--dry-run", "--set", "grpo.preflight=yes"]) == 2
     assert "grpo.preflight must be one of stop, warn, off, not 'yes'" in _error(capsys)
 

@@ -1,24 +1,25 @@
-"""Recipe YAML -> :class:`Recipe`: read the file, apply ``--set key=value`` overrides,
-sort each section's keys into ours and TRL's, coerce each value to its field's type,
-then validate.
+"""Recipe YAML -> :class:`Recipe`: read the file (YAML 1.2), apply ``--set key=value``
+overrides, sort the sft/grpo sections' keys into ours and TRL's, then let pydantic type
+and bound every value against the schema, then validate.
 
-YAML 1.1 reads ``off``, ``no`` and ``on`` as booleans. Here such a word stays a word
-until its field says what it is: a string field (``grpo.preflight: off``) takes the word
-as written, a boolean field its truth value.
+YAML 1.2 has two booleans, ``true`` and ``false``: ``off``, ``no`` and ``on`` are words
+(``grpo.preflight: off``), and a boolean field written with one is refused, not guessed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
-from .schema import TRL_CLASS, EvalTask, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage
+from .schema import TRL_CLASS, EvalTask, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage, explain
+from .trl_args import check_trl_value, trl_class
 from .validate import validate
 
 # The keys of the sft/grpo sections that are ours; every other key must be a TRL config field.
@@ -31,30 +32,40 @@ _REFUSED = {"push_to_hub": "aha publishes through export.push_to_hub (one way to
             "hub_model_id": "aha publishes through export.push_to_hub"}
 
 
-class YamlWord(str):
-    """A YAML boolean as it was written (``off``), with the value YAML gives it (``False``)."""
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with YAML 1.2's core schema for plain scalars: booleans are true and
+    false only, ``5e-6`` is a number, ``012`` is twelve, ``2026-12-07`` stays text."""
 
-    value: bool
-
-    def __new__(cls, text: str, value: bool) -> YamlWord:
-        word = super().__new__(cls, text)
-        word.value = value
-        return word
-
-
-class _WordLoader(yaml.SafeLoader):
-    """SafeLoader that keeps boolean words as :class:`YamlWord`."""
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in {"bool", "int", "float",
+                                                                                   "timestamp"}]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
-def _bool_word(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> YamlWord:
-    return YamlWord(node.value, yaml.SafeLoader.construct_yaml_bool(loader, node))
+def _int12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = node.value.lower()
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+    base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
 
 
-_WordLoader.add_constructor("tag:yaml.org,2002:bool", _bool_word)
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _int12)
 
 
 def parse_yaml(text: str) -> Any:
-    value = yaml.load(text, Loader=_WordLoader)  # noqa: S506 - a SafeLoader subclass
+    """YAML 1.2 text as Python values.
+
+    >>> parse_yaml("[off, true, 5e-6, 012, 0x1f, 2026-12-07, .nan]")[:6]
+    ['off', True, 5e-06, 12, 31, '2026-12-07']
+    """
+    value = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
     _refuse_cycles(value)
     return value
 
@@ -74,17 +85,6 @@ def _refuse_cycles(value: Any, inside: tuple[int, ...] = ()) -> None:
             raise RecipeError("a YAML alias refers to its own anchor (a value that holds itself); write the value out")
         for item in value.values() if isinstance(value, dict) else value:
             _refuse_cycles(item, (*inside, id(value)))
-
-
-def plain(value: Any) -> Any:
-    """``value`` with every :class:`YamlWord` turned into its truth value."""
-    if isinstance(value, YamlWord):
-        return value.value
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def as_today(stored: dict[str, Any]) -> dict[str, Any]:
@@ -155,154 +155,143 @@ def set_value(data: dict[str, Any], key: str, value: Any) -> None:
 
 def recipe_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, processes: int | None = None) -> Recipe:
     """A validated recipe from its mapping, for ``processes`` processes (default: this launch's)."""
-    recipe = _build(Recipe, data, "")
+    recipe = parse_recipe(data)
     recipe.source_dir = Path(base_dir) if base_dir else None
     validate(recipe, recipe.source_dir, processes)
     return recipe
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+_RECIPE = TypeAdapter(Recipe)
+
+
+def parse_recipe(data: Any) -> Recipe:
+    """The typed recipe from its mapping: every value typed and bounded by the schema (pydantic),
+    the first mistake as one line naming its field.
+
+    >>> parse_recipe({"lora": {"r": 0}})
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: lora.r must be >= 1, not 0
+    >>> parse_recipe({"grpo": {"preflight": "off", "enabled": "off"}})
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: grpo.enabled: expected true or false, got str 'off' (YAML 1.2: only true and false are booleans)
+    """
     if not isinstance(data, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {_show(data)}")
-    hints = typing.get_type_hints(cls)
-    own = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
-    kwargs: dict[str, Any] = {}
-    stage = next((k for k, v in _STAGE_OWN.items() if v is cls), None)
-    trl_fields = _trl_fields(stage) if stage else {}
-    trl: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if stage and key not in own:
-            if key not in trl_fields:
-                raise RecipeError(f"unknown key {path!r}: neither one of ours ({', '.join(sorted(own - {'trl'}))}) "
-                                  f"nor a TRL {TRL_CLASS[stage]} field")
-            if key in _RUNNER_OWNED:
-                raise RecipeError(f"{path}: set by the runner from the recipe; do not set it here")
-            if key in _REFUSED:
-                raise RecipeError(f"{path}: not allowed here: {_REFUSED[key]}")
-            trl[key] = _coerce(plain(value), trl_fields[key], path)
-            continue
-        if key not in own:
-            raise RecipeError(f"unknown key {path!r}; known here: {', '.join(sorted(own))}")
-        kwargs[key] = _coerce(value, hints[key], path) if key != "trl" else plain(value)
-    if stage:
-        kwargs["trl"] = {**kwargs.get("trl", {}), **trl}
+        raise RecipeError(f"recipe: expected a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
+    for stage in _STAGE_OWN:
+        if isinstance(data.get(stage), dict):
+            data[stage] = _split_trl(stage, data[stage])
+    functions: list[Any] = []
+    if isinstance(data.get("grpo"), dict) and isinstance(data["grpo"].get("rewards"), list):
+        data["grpo"]["rewards"], functions = _reward_specs(data["grpo"]["rewards"])
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise RecipeError(f"{where or 'recipe'}: {err}") from None
+        recipe = _RECIPE.validate_python(data)
+    except ValidationError as err:
+        raise RecipeError(_recipe_message(err.errors()[0])) from None
+    for spec, function in zip(recipe.grpo.rewards, functions):
+        spec.function = function
+    return recipe
 
 
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """``value`` as the type ``hint`` says, or a RecipeError naming ``path``."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if isinstance(value, YamlWord) and not _wants_text(hint):
-        value = value.value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, path)
-            except RecipeError as err:
-                errors.append(err)
-        raise errors[0] if errors else RecipeError(f"{path}: unexpected {_show(value)}")
-    if hint is Any or hint is typing.Any:
-        return plain(value)
-    if dataclasses.is_dataclass(hint):
-        if hint is RewardSpec:
-            return _reward_spec(value, path)
-        return _build(hint, value, path)
-    if origin in (list, typing.List):  # noqa: UP006
-        if not isinstance(value, list):
-            raise RecipeError(f"{path}: expected a list, got {_show(value)}")
-        return [_coerce(v, args[0] if args else Any, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, typing.Dict):  # noqa: UP006
-        if not isinstance(value, dict):
-            raise RecipeError(f"{path}: expected a mapping, got {_show(value)}")
-        return plain(dict(value))
-    if origin is typing.Literal:
-        if value not in args:
-            raise RecipeError(f"{path} must be one of {', '.join(map(str, args))}, not {_show_value(value)}")
-        return str(value) if isinstance(value, YamlWord) else value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{path}: expected true/false, got {_show(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{path}: expected an integer, got {_show(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML reads 5e-6 as a string; accept what float() accepts
-            try:
-                value = float(value)
-            except ValueError:
-                raise RecipeError(f"{path}: expected a number, got {_show(value)}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{path}: expected a number, got {_show(value)}")
-        return value  # an int stays an int: TRL reads warmup_steps 5 as steps and 0.1 as a ratio
-    if hint is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{path}: expected a string, got {_show(value)}")
-        return str(value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value).value
-        except ValueError:
-            raise RecipeError(f"{path}: must be one of {[e.value for e in hint]}, not {_show(value)}") from None
-    return value  # types we do not check (TRL's richer fields) go to TRL, which checks them
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe's JSON schema, for editors (the shipped recipes name ``recipe.schema.json``,
+    which is this, written by ``aha schema``): pydantic's, without the fields no recipe writes,
+    and with what the loader takes beyond the dataclasses (TRL's fields in sft and grpo; a reward
+    written as its name, or with its options beside the name)."""
+    from . import schema as sections
+
+    out = _RECIPE.json_schema()
+    for name, node in [("Recipe", out), *out["$defs"].items()]:
+        derived = {f.name for f in dataclasses.fields(getattr(sections, name)) if not f.init}
+        node["properties"] = {k: v for k, v in node["properties"].items() if k not in derived}
+    defs = out["$defs"]
+    for stage, cls in _STAGE_OWN.items():
+        defs[cls.__name__]["additionalProperties"] = {"description": f"a field of TRL's {TRL_CLASS[stage]}"}
+    defs["RewardSpec"]["additionalProperties"] = {"description": "an option of the reward, written beside its name"}
+    rewards = defs["GRPOStage"]["properties"]["rewards"]
+    rewards["items"] = {"anyOf": [{"type": "string", "description": "a reward's name"}, rewards["items"]]}
+    return out
 
 
-def _reward_spec(value: Any, path: str) -> RewardSpec:
-    """A reward as a recipe writes it: its name alone, or a mapping whose keys other than name, weight,
-    options and sha256 are its options (``{name: reward_model, model: PATH}``); in Python, the function
-    itself, or a mapping whose name is one."""
-    if callable(value) or isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict):
-        raise RecipeError(f"{path}: expected a reward name or a mapping with name, got {_show(value)}")
-    own = {f.name for f in dataclasses.fields(RewardSpec) if not f.metadata.get("derived")}
-    extra = {k: plain(v) for k, v in value.items() if k not in own}
-    value = {k: v for k, v in value.items() if k in own}
-    if extra:
-        if not isinstance(value.get("options", {}), dict):
-            raise RecipeError(f"{path}.options: expected a mapping, got {_show(value['options'])}")
-        value["options"] = {**extra, **value.get("options", {})}
-    function = value.get("name") if callable(value.get("name")) else None
-    if function is not None:
-        value["name"] = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
-    spec = _build(RewardSpec, value, path)
-    spec.function = function
-    return spec
+def _split_trl(stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """A stage's section with every key that is not ours moved into its ``trl`` mapping, each
+    checked as a field of TRL's config."""
+    own = _own_fields(_STAGE_OWN[stage])
+    fields = {f.name for f in dataclasses.fields(trl_class(stage)) if f.init}
+    ours = {k: v for k, v in section.items() if k in own}
+    written = ours.get("trl") or {}
+    if not isinstance(written, dict):
+        raise RecipeError(f"{stage}.trl: expected a mapping, got {type(written).__name__}")
+    trl = {}
+    for key, value in [*written.items(), *((k, v) for k, v in section.items() if k not in own)]:
+        path = f"{stage}.{key}"
+        if key not in fields:
+            raise RecipeError(f"unknown key {path!r}: neither one of ours ({', '.join(sorted(own - {'trl'}))}) "
+                              f"nor a TRL {TRL_CLASS[stage]} field")
+        if key in _RUNNER_OWNED:
+            raise RecipeError(f"{path}: set by the runner from the recipe; do not set it here")
+        if key in _REFUSED:
+            raise RecipeError(f"{path}: not allowed here: {_REFUSED[key]}")
+        trl[key] = check_trl_value(stage, key, value)
+    return {**ours, "trl": trl}
 
 
-def _wants_text(hint: Any) -> bool:
-    """Does a field of this type take a YAML boolean word as text (a string or a Literal of strings)?"""
-    if hint is str:
-        return True
-    if typing.get_origin(hint) is typing.Literal:
-        return all(isinstance(a, str) for a in typing.get_args(hint))
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        arms = [a for a in typing.get_args(hint) if a is not type(None)]
-        return bool(arms) and all(_wants_text(a) for a in arms)
-    return False
+def _reward_specs(rewards: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Rewards as a recipe writes them, as RewardSpec mappings, and the Python functions among them.
+    A reward is its name alone, or a mapping whose keys other than name, weight, options and sha256
+    are its options (``{name: reward_model, model: PATH}``); in Python, the function itself, or a
+    mapping whose name is one (its label is then module.qualname)."""
+    own = _own_fields(RewardSpec)
+    specs, functions = [], []
+    for i, value in enumerate(rewards):
+        if callable(value) or isinstance(value, str):
+            value = {"name": value}
+        function = None
+        if isinstance(value, dict):
+            extra = {k: v for k, v in value.items() if k not in own}
+            value = {k: v for k, v in value.items() if k in own}
+            if extra:
+                if not isinstance(value.get("options", {}), dict):
+                    raise RecipeError(f"grpo.rewards[{i}].options: expected a mapping, got "
+                                      f"{type(value['options']).__name__}")
+                value["options"] = {**extra, **value.get("options", {})}
+            if callable(value.get("name")):
+                function = value["name"]
+                value["name"] = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+        specs.append(value)
+        functions.append(function)
+    return specs, functions
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}"
+def _own_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
-def _show_value(value: Any) -> str:
-    return repr(str(value) if isinstance(value, YamlWord) else value)[:40]
+def _recipe_message(error: Any) -> str:
+    """One line for pydantic's first error about a recipe: the path as the recipe writes it
+    (``grpo.rewards[0].weight``), what the field allows (its bounds, its choices, its section's keys)."""
+    node: Any = Recipe
+    path, section, hint, metadata = "", Recipe, None, {}
+    for part in error["loc"]:
+        if isinstance(part, int) and typing.get_origin(node) is list:
+            path, node = f"{path}[{part}]", typing.get_args(node)[0]
+        elif dataclasses.is_dataclass(node):
+            section, known = node, {f.name: f for f in dataclasses.fields(node) if f.init}
+            path = f"{path}.{part}" if path else str(part)
+            if part not in known:
+                break
+            hint, metadata = typing.get_type_hints(node)[part], known[part].metadata
+            node = _unwrapped(hint)
+        elif typing.get_origin(node) is dict:
+            path, node = f"{path}.{part}", typing.get_args(node)[1]
+        else:
+            break  # a union's arm, named by pydantic: not part of the recipe's path
+    return explain(error, path or "recipe", known=sorted(_own_fields(section)), hint=hint, bounds=metadata)
 
 
-def _trl_fields(stage: str) -> dict[str, Any]:
-    import trl
-
-    cls = getattr(trl, TRL_CLASS[stage])
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+def _unwrapped(hint: Any) -> Any:
+    """``X | None`` -> ``X`` (the type a nested value of the field has)."""
+    arms = [a for a in typing.get_args(hint) if a is not type(None)]
+    return arms[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(arms) == 1 else hint

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
-from typing import TYPE_CHECKING, Any
+import typing
+from typing import TYPE_CHECKING, Annotated, Any
 
 from .machine import resolve_dtype, world_size
-from .schema import TRL_CLASS, Recipe, RecipeError
+from .schema import TRL_CLASS, Recipe, RecipeError, explain
 
 if TYPE_CHECKING:
     from aha.eval.backends import Sampling
@@ -181,6 +183,52 @@ TRL_CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("grpo", "importance_sampling_level"): ("token", "sequence"),
     ("grpo", "multi_objective_aggregation"): ("sum_then_normalize", "normalize_then_sum"),
 }
+
+
+# Bounds of TRL's own fields (they are TRL's dataclass fields, so they cannot carry ours). TRL and
+# PEFT accept many bad values silently: max_steps -5 trains by epochs, a negative learning rate ascends.
+TRL_BOUNDS: dict[str, dict[str, float]] = {
+    "learning_rate": {"gt": 0}, "num_train_epochs": {"gt": 0}, "per_device_train_batch_size": {"ge": 1},
+    "gradient_accumulation_steps": {"ge": 1}, "warmup_steps": {"ge": 0}, "warmup_ratio": {"ge": 0, "le": 1},
+    "weight_decay": {"ge": 0}, "logging_steps": {"gt": 0}, "save_steps": {"gt": 0}, "save_total_limit": {"ge": 1},
+    "max_grad_norm": {"ge": 0}, "num_generations": {"ge": 2}, "temperature": {"gt": 0}, "top_p": {"gt": 0, "le": 1},
+    "min_p": {"ge": 0, "lt": 1}, "top_k": {"ge": -1}, "beta": {"ge": 0}, "epsilon": {"gt": 0},
+    "num_iterations": {"ge": 1}, "repetition_penalty": {"gt": 0},
+}
+
+
+@functools.cache
+def _trl_adapter(stage: str, name: str) -> Any:
+    """pydantic's check of one TRL field: TRL's own type for it, strict, finite, within TRL_BOUNDS."""
+    from pydantic import ConfigDict, Field, TypeAdapter
+
+    hint = typing.get_type_hints(trl_class(stage)).get(name, Any)
+    return TypeAdapter(Annotated[hint, Field(**TRL_BOUNDS.get(name, {}))],
+                       config=ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True))
+
+
+def check_trl_value(stage: str, name: str, value: Any) -> Any:
+    """``value`` for TRL's field ``name``, as written (an int stays an int: TRL reads warmup_steps 5
+    as steps and 0.1 as a ratio), once it has TRL's type, lies in TRL_BOUNDS and is one of TRL_CHOICES.
+
+    >>> check_trl_value("grpo", "top_p", 1.5)
+    Traceback (most recent call last):
+    ...
+    aha.recipes.config.schema.RecipeError: grpo.top_p must be > 0 and <= 1, not 1.5
+    """
+    from pydantic import ValidationError
+
+    path = f"{stage}.{name}"
+    try:
+        _trl_adapter(stage, name).validate_python(value)
+    except ValidationError as err:
+        raise RecipeError(explain(err.errors()[0], path, bounds=TRL_BOUNDS.get(name))) from None
+    if name == "max_steps" and value != -1 and value < 1:
+        raise RecipeError(f"{path} must be at least 1 (or -1: train by epochs), not {value}")
+    allowed = TRL_CHOICES.get((stage, name))
+    if allowed and not any(value == a and type(value) is type(a) for a in allowed):
+        raise RecipeError(f"{path} must be one of {', '.join(map(str, allowed))}, not {value!r}")
+    return value
 
 
 def global_batch(recipe: Recipe, processes: int) -> tuple[int, int]:

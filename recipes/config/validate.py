@@ -13,10 +13,9 @@ from typing import Any
 from .machine import (BACKENDS, TRL_KL_REFERENCE, backends_that, device_capability, dtype_problem, llama_cpp_problem,
                       pick_backend, resolve_dtype, unverified_versions, world_size)
 from .schema import (
-    BUILTIN_CONTEXT, BUILTIN_MODELS, Bounds, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
+    BUILTIN_CONTEXT, BUILTIN_MODELS, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
     unsloth_refusal,
 )
-from .trl_args import TRL_CHOICES
 
 
 def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None) -> None:
@@ -71,8 +70,6 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     check_rewards(recipe, fmt, base_dir)
     if recipe.eval.enabled and not recipe.eval.tasks:
         raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
-    for stage in ("sft", "grpo"):
-        _check_trl_values(stage, getattr(recipe, stage).trl)
     processes = processes or world_size()
     check_global_batch(recipe, processes)
     if m.use_vllm:
@@ -167,7 +164,8 @@ def check_rewards(recipe: Recipe, fmt: Any, base_dir: Path | None) -> None:
 
 
 def check_fields(obj: Any, where: str = "", recipe: Recipe | None = None) -> None:
-    """Each field's declared choices and bounds, through nested sections and lists."""
+    """Each field's declared choices (lists that depend on the recipe, such as its own tasks),
+    through nested sections and lists; types and bounds were pydantic's, at loading."""
     for f in dataclasses.fields(obj):
         if f.metadata.get("derived"):
             continue
@@ -177,41 +175,10 @@ def check_fields(obj: Any, where: str = "", recipe: Recipe | None = None) -> Non
             if item not in choices(recipe):
                 where = f"{path} key" if isinstance(value, dict) else path
                 raise RecipeError(f"{where} must be one of {', '.join(choices(recipe))}, not {item!r}")
-        bounds: Bounds | None = f.metadata.get("bounds")
-        problem = bounds.violation(value) if bounds else None
-        if problem:
-            raise RecipeError(f"{path} {problem}")
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
             if dataclasses.is_dataclass(item):
                 check_fields(item, f"{path}[{i}]" if isinstance(value, list) else path, recipe)
-
-
-# Bounds of TRL's own fields (they are TRL's dataclass fields, so they cannot carry ours). TRL and
-# PEFT accept many bad values silently: max_steps -5 trains by epochs, a negative learning rate ascends.
-TRL_BOUNDS = {
-    "learning_rate": Bounds(gt=0), "num_train_epochs": Bounds(gt=0), "per_device_train_batch_size": Bounds(ge=1),
-    "gradient_accumulation_steps": Bounds(ge=1), "warmup_steps": Bounds(ge=0), "warmup_ratio": Bounds(ge=0, le=1),
-    "weight_decay": Bounds(ge=0), "logging_steps": Bounds(gt=0), "save_steps": Bounds(gt=0),
-    "save_total_limit": Bounds(ge=1), "max_grad_norm": Bounds(ge=0), "num_generations": Bounds(ge=2),
-    "temperature": Bounds(gt=0), "top_p": Bounds(gt=0, le=1), "min_p": Bounds(ge=0, lt=1), "top_k": Bounds(ge=-1),
-    "beta": Bounds(ge=0), "epsilon": Bounds(gt=0), "num_iterations": Bounds(ge=1), "repetition_penalty": Bounds(gt=0),
-}
-
-
-def _check_trl_values(stage: str, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        bounds = TRL_BOUNDS.get(key, Bounds())  # every number at least finite (TRL and torch take NaN silently)
-        problem = bounds.violation(value) if bounds else None
-        if problem and key != "max_steps":
-            raise RecipeError(f"{stage}.{key} {problem}")
-    steps = values.get("max_steps")
-    if isinstance(steps, int) and steps != -1 and steps < 1:
-        raise RecipeError(f"{stage}.max_steps must be at least 1 (or -1: train by epochs), not {steps}")
-    for (where, key), allowed in TRL_CHOICES.items():
-        if where == stage and key in values and not any(values[key] == a and type(values[key]) is type(a)
-                                                            for a in allowed):
-            raise RecipeError(f"{stage}.{key} must be one of {', '.join(map(str, allowed))}, not {values[key]!r}")
 
 
 def check_vllm_available() -> None:
