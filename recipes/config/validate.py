@@ -71,6 +71,9 @@ def validate(recipe: Recipe, base_dir: Path | None, processes: int | None = None
     if recipe.eval.enabled and not recipe.eval.tasks:
         raise RecipeError("eval.tasks is empty: name at least one task, or set eval.enabled false")
     processes = processes or world_size()
+    if recipe.grpo.enabled and recipe.grpo.trainer == "rft" and processes > 1:
+        raise RecipeError(f"grpo.trainer rft runs on one process, and this launch has {processes}; run it without "
+                          "accelerate or DeepSpeed")
     check_global_batch(recipe, processes)
     if m.use_vllm:
         check_vllm_available()

@@ -36,7 +36,7 @@ class Comparison:
 
 COMPARISONS = (Comparison("overall", EVAL_BEFORE, EVAL_AFTER, "before vs after (the whole recipe)"),
                Comparison("sft", EVAL_BEFORE, EVAL_AFTER_SFT, "before vs after the warmup"),
-               Comparison("grpo", EVAL_AFTER_SFT, EVAL_AFTER, "after the warmup vs after GRPO (GRPO's own share)"))
+               Comparison("grpo", EVAL_AFTER_SFT, EVAL_AFTER, "after the warmup vs after GRPO, or RFT in its place (its own share)"))
 
 
 def compare_stage(ctx: Context) -> dict[str, Any]:

@@ -115,7 +115,11 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
     if recipe.sft.enabled:
         lines.append(f"- SFT format warmup: {recipe.sft.num_examples} worked solutions, {s.num_train_epochs:g} "
                      f"epoch{'s' if s.num_train_epochs != 1 else ''}, learning rate {s.learning_rate:g}.")
-    if recipe.grpo.enabled:
+    if recipe.grpo.enabled and recipe.grpo.trainer == "rft":
+        lines.append(f"- Rejection-sampling fine-tuning in GRPO's place: {recipe.rft.rounds} rounds of "
+                     f"{g.num_generations} completions per prompt at temperature {g.temperature:g}, prompts: "
+                     f"{recipe.grpo.select}.")
+    elif recipe.grpo.enabled:
         lines.append(f"- GRPO: {g.max_steps} steps, {g.num_generations} completions per prompt, learning rate "
                      f"{g.learning_rate:g}, loss {g.loss_type}, beta {g.beta:g}, temperature {g.temperature:g}, "
                      f"prompts: {recipe.grpo.select}.")
@@ -131,6 +135,10 @@ def card_text(results: RunResults, recipe: Recipe, versions: dict[str, str], kin
                   "the same verdict."]
     if results.grpo_log:
         lines += ["", f"![rewards during GRPO]({CARD_CURVES})"]
+    if results.rft:
+        from ..training.rft import to_markdown as rft_markdown
+
+        lines += ["", "## Rejection-sampling fine-tuning", ""] + rft_markdown(results.rft)
     if results.preflight:
         lines += ["", "## GRPO preflight", ""] + [f"- {v['level']} ({v['code']}): {v['message']}"
                                                   for v in results.preflight["verdicts"]]
@@ -166,7 +174,7 @@ def write_card(folder: Path, results: RunResults, recipe: Recipe, versions: dict
     data = ModelCardData(
         base_model=base, library_name="peft" if kind == "adapter" else "transformers", pipeline_tag="text-generation",
         tags=["aha", "reasoning", "lora"] + (["sft"] if recipe.sft.enabled else []) +
-        (["grpo"] if recipe.grpo.enabled else []) + [f"format-{recipe.format}"] + reward_tags,
+        ([recipe.grpo.trainer] if recipe.grpo.enabled else []) + [f"format-{recipe.format}"] + reward_tags,
         datasets=_datasets(recipe) or None, license=license_ or "other",
         license_name=None if license_ else "unknown", model_name=recipe.name,
         eval_results=_eval_results(results, recipe, kind) or None)

@@ -29,6 +29,10 @@ def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, st
         from ..training.preflight import to_markdown as preflight_markdown
 
         lines += ["", "## GRPO preflight (will it learn?)", ""] + preflight_markdown(results.preflight)
+    if results.rft:
+        from ..training.rft import to_markdown as rft_markdown
+
+        lines += ["", "## Rejection-sampling fine-tuning (in GRPO's place)", ""] + rft_markdown(results.rft)
     if results.grpo_log and reward_curves(results.grpo_log, run_dir / CURVES_FILE):
         lines += ["", "## Rewards during GRPO", "", f"![reward curves]({CURVES_FILE})"]
     warnings = results.training.get("warnings") or []

@@ -35,6 +35,7 @@ class RunResults:
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)  # "task-sampled/label" -> pass-rate comparison
     preflight: dict[str, Any] | None = None
     grpo_log: list[dict[str, Any]] | None = None
+    rft: dict[str, Any] | None = None  # rft/rft.json: each round's counts, when RFT took GRPO's place
     training: dict[str, Any] = field(default_factory=dict)  # GRPO's warnings and reward errors
     exports: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] | None = None  # export/verification.json: the exports loaded as a user loads them

@@ -23,7 +23,7 @@ from ..launch.distributed import on_main
 from . import kernel
 from .kernel import Context
 from .results import LOG_FILE, STATE_FILE, read_state
-from .table import BY_NAME, GRPO, STAGES, plan
+from .table import BY_NAME, GRPO, RFT, STAGES, plan
 
 log = logging.getLogger("aha")
 
@@ -133,7 +133,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
     stages = check_stage_names(recipe, stop_after, restart_from)
     if not (Path(out_dir) / STATE_FILE).is_file():
         on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
-    if GRPO.name in stages and GRPO.name not in read_state(Path(out_dir), required=False).get("stages", {}):
+    trained_on_rewards = next((s for s in (GRPO.name, RFT.name) if s in stages), None)
+    if trained_on_rewards and trained_on_rewards not in read_state(Path(out_dir), required=False).get("stages", {}):
         from ..training.trainers import test_rewards
 
         # your reward functions (and a reward model) called once on sample rows, before anything is written or loads

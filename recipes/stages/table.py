@@ -4,8 +4,8 @@ writes, how its results are read back); planning, resume checks, dispatch, the r
 launch's processes, the results reader and the report all read this list, so adding a stage
 is one module and one line here.
 
-    eval-before -> sft -> eval-after-sft -> preflight -> grpo -> eval-after -> compare -> export
-    -> verify-export -> publish -> report
+    eval-before -> sft -> eval-after-sft -> preflight -> grpo (or rft in its place) -> eval-after -> compare
+    -> export -> verify-export -> publish -> report
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from .kernel import Stage, adapter_of
 from .publish import PUBLISH
 from .report import REPORT
 from .results import RunResults
-from .training import GRPO, PREFLIGHT, SFT, final_adapter
+from .training import GRPO, PREFLIGHT, RFT, SFT, final_adapter
 from .verify import VERIFY_EXPORT
 
-STAGES: tuple[Stage, ...] = (EVAL_BEFORE, SFT, EVAL_AFTER_SFT, PREFLIGHT, GRPO, EVAL_AFTER, COMPARE, EXPORT,
+STAGES: tuple[Stage, ...] = (EVAL_BEFORE, SFT, EVAL_AFTER_SFT, PREFLIGHT, GRPO, RFT, EVAL_AFTER, COMPARE, EXPORT,
                              VERIFY_EXPORT, PUBLISH, REPORT)
 BY_NAME = {s.name: s for s in STAGES}
 
 __all__ = ["BY_NAME", "COMPARE", "COMPARISONS", "Comparison", "EVAL_AFTER", "EVAL_AFTER_SFT", "EVAL_BEFORE", "EXPORT",
-           "GRPO", "PREFLIGHT", "PUBLISH", "REPORT", "SFT", "STAGES", "Stage", "VERIFY_EXPORT", "adapter_of",
+           "GRPO", "PREFLIGHT", "PUBLISH", "REPORT", "RFT", "SFT", "STAGES", "Stage", "VERIFY_EXPORT", "adapter_of",
            "final_adapter", "first_reader", "plan", "read_run"]
 
 

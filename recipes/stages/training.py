@@ -35,8 +35,8 @@ def trains(recipe: Recipe) -> bool:
 
 
 def final_adapter(run_dir: Path, recipe: Recipe) -> str:
-    """The adapter the recipe ends with: GRPO's, or the warmup's when GRPO is off."""
-    return str(adapter_of(run_dir, GRPO if recipe.grpo.enabled else SFT))
+    """The adapter the recipe ends with: GRPO's (or RFT's in its place), or the warmup's when GRPO is off."""
+    return str(adapter_of(run_dir, (RFT if recipe.grpo.trainer == "rft" else GRPO) if recipe.grpo.enabled else SFT))
 
 
 def start_adapter(ctx: Context) -> str | None:
@@ -100,6 +100,29 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
     return result
 
 
+def rft_stage(ctx: Context) -> dict[str, Any]:
+    """Rejection-sampling fine-tuning in GRPO's place: GRPO's prompts (the preflight's selection
+    included), reward layers and sampling, from the warmup's adapter (else a fresh LoRA)."""
+    from ..training.rft import run_rft
+    from ..training.trainers import reward_functions
+
+    recipe, start = ctx.recipe, start_adapter(ctx)
+    tokenizer = ctx.backend.generator(start).tokenizer  # (each round loads its own policy)
+    rows, longest = grpo_rows(recipe, ctx.fmt, tokenizer, training_problems(recipe, "grpo"))
+    rows = selected_rows(rows, ctx.run.path(PREFLIGHT.name) if recipe.grpo.select == "learnable" else None)
+    length = completion_length(recipe, longest)
+    funcs, weights = reward_functions(recipe, ctx.fmt, tokenizer.eos_token, length)
+    report = run_rft(recipe, ctx.fmt, ctx.backend, rows, length, funcs, weights, start, ctx.path(), longest)
+    return {"prompts": len(rows), "steps": sum(r.get("steps", 0) for r in report["rounds"])}
+
+
+def _read_rft(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
+    from ..training.rft import RFT_FILE
+
+    if record is not None:
+        out.rft = read_json_if_there(run_dir / RFT.name / RFT_FILE)
+
+
 def _read_preflight(run_dir: Path, record: dict[str, Any] | None, out: RunResults) -> None:
     if record is not None:
         out.preflight = read_json_if_there(run_dir / PREFLIGHT.name / PREFLIGHT_FILE)
@@ -118,4 +141,8 @@ PREFLIGHT = Stage("preflight", "sample the starting policy exactly as GRPO will;
                   enabled=lambda r: r.grpo.enabled and r.grpo.preflight != "off", reads=("grpo",),
                   results=_read_preflight)
 GRPO = Stage("grpo", "LoRA GRPO on the recipe's reward layers", grpo_stage, writes=("grpo/**",),
-             enabled=lambda r: r.grpo.enabled, reads=("grpo",), every_process=True, results=_read_grpo)
+             enabled=lambda r: r.grpo.enabled and r.grpo.trainer == "grpo", reads=("grpo",), every_process=True,
+             results=_read_grpo)
+RFT = Stage("rft", "rejection-sampling fine-tuning in GRPO's place: sample, keep what passes, fine-tune; in rounds",
+            rft_stage, writes=("rft/**",), enabled=lambda r: r.grpo.enabled and r.grpo.trainer == "rft",
+            reads=("grpo", "rft", "sft"), results=_read_rft)

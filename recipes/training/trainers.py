@@ -101,12 +101,14 @@ def _allow_another_accelerator() -> None:
 
 
 def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str, str]], out_dir: Path,
-                peft_config: Any = None) -> Any:
+                peft_config: Any = None, args: Any = None) -> Any:
+    """TRL's SFTTrainer on prompt/completion ``rows``: the warmup's (``args`` None: the sft section's
+    config), or an RFT round's (its own config)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     _allow_another_accelerator()
-    args = for_run(recipe.sft.args, output_dir=str(out_dir / "checkpoints"))
+    args = args or for_run(recipe.sft.args, output_dir=str(out_dir / "checkpoints"))
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=peft_config)
 
