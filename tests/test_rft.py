@@ -61,6 +61,26 @@ def test_the_rft_recipes_change_only_the_trainer_and_its_budget():
         assert a == b, f"{rft} differs from {base} beyond grpo.trainer and the rft section"
 
 
+def test_one_warmup_and_preflight_serve_both_trainers(tmp_path):
+    """A folder of the main job stopped after its preflight resumes as the RFT recipe (the trainer, the name and
+    the rft section are read by no stage that ran), so GRPO and RFT can start from the same warmup; a change to
+    what the preflight did read, or a trainer change once GRPO ran, is refused."""
+    from aha.recipes.api import load_recipe
+    from aha.recipes.stages.runner import Run
+
+    run = Run(load_recipe("smollm2-135m-arith-cpu"), tmp_path)
+    for stage in ("eval-before", "sft", "eval-after-sft", "preflight"):
+        run.finish(stage, 1.0, {})
+    assert Run(load_recipe("smollm2-135m-arith-rft"), tmp_path).changed == [
+        "grpo.trainer", "name", "rft.max_seconds", "rft.rounds"]
+    with pytest.raises(RecipeError, match=r"grpo.temperature changed after stages that read it ran"):
+        Run(load_recipe("smollm2-135m-arith-rft", overrides={"grpo.temperature": 0.5}), tmp_path)
+    run = Run(load_recipe("smollm2-135m-arith-cpu"), tmp_path)
+    run.finish("grpo", 1.0, {})
+    with pytest.raises(RecipeError, match=r"grpo.trainer changed after stages that read it ran"):
+        Run(load_recipe("smollm2-135m-arith-rft"), tmp_path)
+
+
 @pytest.mark.slow
 def test_rft_runs_rounds_keeps_what_passes_and_resumes(tmp_path, recipe_reads, stage_checks, capsys):
     out = tmp_path / "run"

@@ -60,6 +60,9 @@ class Stage:
     enabled: Callable[[Recipe], bool] = _always  # does this recipe run it?
     # recipe sections or keys that this stage is the first to read (or a function of the recipe that says which)
     reads: tuple[str, ...] | Callable[[Recipe], tuple[str, ...]] = ()
+    # keys of a section in ``reads`` that this stage never reads: changing one after it ran leaves its results true
+    # (``grpo.trainer`` for the preflight, which samples the same for either trainer, so both can start from one run)
+    reads_except: tuple[str, ...] = ()
     every_process: bool = False  # under a launch: True runs on every process (training), else on the main one
     needs_model: bool = True  # False: reads only what earlier stages wrote (no backend is made for it)
     evaluates: Callable[[Path, Recipe], str | None] | None = None  # an evaluation: the adapter it evaluates
@@ -95,11 +98,17 @@ def plan(stages: tuple[Stage, ...], recipe: Recipe) -> list[str]:
 
 def first_reader(stages: tuple[Stage, ...], key: str, recipe: Recipe) -> Stage:
     """The first of ``stages`` that reads recipe value ``key`` (``section.key``) in ``recipe``; a
-    value no stage names is read by the first stage."""
+    value no stage names is read by the first stage.
+
+    >>> stages = (Stage("a", "", dict, writes=()), Stage("b", "", dict, writes=(), reads=("s",),
+    ...           reads_except=("s.x",)), Stage("c", "", dict, writes=(), reads=("s",)))
+    >>> [first_reader(stages, key, None).name for key in ("s.y", "s.x", "t")]
+    ['b', 'c', 'a']
+    """
     section = key.split(".")[0]
     for stage in stages:
         reads = stage.reads_for(recipe)
-        if key in reads or section in reads:
+        if key in reads or (section in reads and key not in stage.reads_except):
             return stage
     return stages[0]
 

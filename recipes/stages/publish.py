@@ -208,4 +208,4 @@ PUBLISH = Stage("publish", "the model card (the Hub's format, with the evidence)
                 "upload when the recipe asks", publish_stage,
                 writes=tuple(f"{EXPORT.name}/{kind}/{name}" for kind in ("adapter", "merged")
                              for name in ("README.md", CARD_RECIPE, CARD_CURVES)),
-                enabled=trains, needs_model=False)
+                enabled=trains, reads=("name",), needs_model=False)

@@ -139,6 +139,7 @@ SFT = Stage("sft", "format warmup: supervised fine-tuning on worked solutions in
 PREFLIGHT = Stage("preflight", "sample the starting policy exactly as GRPO will; stop on what would make GRPO "
                   "learn nothing", preflight_stage, writes=("preflight/**",),
                   enabled=lambda r: r.grpo.enabled and r.grpo.preflight != "off", reads=("grpo",),
+                  reads_except=("grpo.trainer",),
                   results=_read_preflight)
 GRPO = Stage("grpo", "LoRA GRPO on the recipe's reward layers", grpo_stage, writes=("grpo/**",),
              enabled=lambda r: r.grpo.enabled and r.grpo.trainer == "grpo", reads=("grpo",), every_process=True,
