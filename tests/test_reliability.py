@@ -274,3 +274,26 @@ def test_an_export_that_cannot_be_loaded_is_named_in_one_line(tmp_path):
     message = str(err.value)
     assert message.startswith("verify-export: export/merged could not be loaded and evaluated as a user would: aha: error:")
     assert str(missing) in message and "\n" not in message
+
+
+def test_the_terminal_log_follows_stderr_when_it_is_replaced(tmp_path, monkeypatch):
+    """A notebook cell or a test replaces sys.stderr after a run set up its logging, and closes
+    the old one: the next line goes to the stderr in place, not to a closed stream."""
+    import io
+    import logging
+
+    from aha.recipes.stages.runner import _setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    log = logging.getLogger("aha")
+    try:
+        _setup_logging(tmp_path)
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        log.info("after the swap")
+    finally:
+        for handler in list(log.handlers):
+            handler.close()
+            log.removeHandler(handler)
+    assert second.getvalue().rstrip().endswith("INFO after the swap") and "Logging error" not in second.getvalue()

@@ -85,6 +85,19 @@ class Run(kernel.Run):
     stages = STAGES
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when each message is logged: a notebook cell or a test
+    may replace it after the run set up its logging, and the old one may be closed by then."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
     """The main process logs to the terminal and run.log; the others (of a launch) only their
     warnings, marked with their rank, to the terminal."""
@@ -92,10 +105,10 @@ def _setup_logging(run_dir: Path, main_process: bool = True) -> None:
     for h in list(log.handlers):
         log.removeHandler(h)
     if main_process:
-        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / LOG_FILE)]
+        handlers: list[logging.Handler] = [_Stderr(), logging.FileHandler(run_dir / LOG_FILE)]
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     else:
-        handlers = [logging.StreamHandler(sys.stderr)]
+        handlers = [_Stderr()]
         handlers[0].setLevel(logging.WARNING)
         fmt = logging.Formatter(f"%(asctime)s [rank {rank()}] %(levelname)s %(message)s", "%H:%M:%S")
     for handler in handlers:
