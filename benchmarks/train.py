@@ -201,8 +201,8 @@ def main() -> int:
                 print(done.stderr[-3000:], file=sys.stderr)
                 return 1
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+            if args.json:  # after each worker: a run cut short by its time limit still returns what it measured
+                args.json.write_text(json.dumps(rows, indent=1) + "\n")
     label = {"plain": "hand-written TRL + PEFT", "aha": f"aha ({args.backend} backend)"}
     print(f"model {args.model}, {args.steps} steps per stage and way, device {rows[0]['device']}, "
           f"memory = {rows[0]['memory']}")

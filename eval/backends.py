@@ -187,12 +187,31 @@ class HFBackend:
                               top_k=sampling.top_k or None, min_p=sampling.min_p or None)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
-            with torch.inference_mode():
+            with torch.inference_mode(), only_our_settings(model):
                 ids = model.generate(**batch, **kwargs)
             new = ids[:, batch["input_ids"].shape[1] :].tolist()
             for row, tokens in enumerate(new):
                 out[idx[row // sampling.n]].append(_to_generation(tokens, tok, eos_ids, sampling.max_new_tokens))
         return out
+
+
+@contextmanager
+def only_our_settings(model: Any):
+    """transformers' ``generate`` fills every knob a call leaves unset from the model's own
+    ``generation_config.json`` (Qwen2.5-Instruct's sets a repetition penalty, top_k and more), so
+    "greedy" would not be greedy and HF would answer differently from vLLM, which applies only the
+    sampling it is given. For the call, the model's settings are a neutral config that keeps only its
+    special tokens: every decoding knob is then :class:`Sampling`'s or transformers' plain default."""
+    from transformers import GenerationConfig
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kept = inner.generation_config
+    inner.generation_config = GenerationConfig(bos_token_id=kept.bos_token_id, eos_token_id=kept.eos_token_id,
+                                               pad_token_id=kept.pad_token_id)
+    try:
+        yield
+    finally:
+        inner.generation_config = kept
 
 
 def _eos_ids(tokenizer: Any, model: Any) -> list[int]:

@@ -578,6 +578,17 @@ def read_task_file(path: str | Path) -> Task:
     return task_from_spec(Path(path).stem, read_task_spec(path), Path(path).parent)
 
 
+def longest_first(problems: list[Problem], limit: int | None) -> list[Problem]:
+    """The ``limit`` problems with the longest questions, in their task's order.
+
+    >>> [p.id for p in longest_first([Problem("a", "1 + 1", "2"), Problem("b", "12 + 100", "112"),
+    ...                               Problem("c", "3", "3")], 2)]
+    ['a', 'b']
+    """
+    keep = set(sorted(range(len(problems)), key=lambda i: -len(problems[i].question))[:limit])
+    return [p for i, p in enumerate(problems) if i in keep]
+
+
 def load_task(name: str | Task, path: str | Path | None = None, limit: int | None = None, seed: int = 0,
               split: str = "test", level: int = 1, n: int = 200, hub: bool = False) -> list[Problem]:
     """Problems of a task by name (or your own :class:`Task`): from ``path`` when given, else the

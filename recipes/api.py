@@ -57,17 +57,23 @@ def _as_set_items(overrides: dict[str, Any] | list[str] | None) -> list[str]:
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
-                out: str | Path | None = None, processes: int | None = None) -> Recipe:
+                out: str | Path | None = None, processes: int | None = None, rehearse: bool = False) -> Recipe:
     """A validated recipe: a shipped recipe's name or a YAML path, with ``overrides`` as
     ``{"grpo.max_steps": 5}`` (or ``["grpo.max_steps=5"]``, as ``--set`` takes them). Your reward
     functions can be passed directly: ``{"grpo.rewards": [my_reward, {"name": "format_exact", "weight": 0.5}]}``
     (each is recorded by its name and a hash of its source).
-    When the recipe runs on Unsloth, Unsloth is imported here, before TRL."""
-    from .config.load import set_value
+    When the recipe runs on Unsloth, Unsloth is imported here, before TRL. ``rehearse``: its rehearsal
+    on this machine (:mod:`aha.recipes.rehearsal`), the overrides applied after it."""
+    from .config.load import apply_override, set_value
+    from .rehearsal import rehearse as rehearsal
     from .training.models import import_unsloth_first, unsloth_wanted
 
     path = find_recipe(name_or_path)
-    data = read_recipe_data(path, _as_set_items(overrides))
+    data = read_recipe_data(path, [] if rehearse else _as_set_items(overrides))
+    if rehearse:
+        rehearsal(data)
+        for item in _as_set_items(overrides):
+            apply_override(data, item)
     for key, value in (overrides.items() if isinstance(overrides, dict) else ()):
         if _in_python(value):
             set_value(data, key, value)

@@ -79,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval.backends import check_adapter_folder
     from aha.eval.files import FolderLock
     from aha.eval.runner import check_resumable
-    from aha.eval.tasks import read_task_file
+    from aha.eval.tasks import longest_first, read_task_file
     from aha.formats import get_format
 
     from .config.machine import resolve_dtype
@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit and args.limit > len(problems):
         raise UsageError(f"--limit {args.limit}: {args.task} has {len(problems)} problems (use --limit {len(problems)} "
                          "or none for all), so the summary never claims more than were evaluated")
-    problems = problems[:args.limit] if args.limit else problems
+    problems = longest_first(problems, args.limit) if args.longest else problems[:args.limit] if args.limit else problems
     try:
         check_model_exists(ModelConfig(name=args.model, gguf_file=args.gguf_file), None)
     except ValueError as err:
@@ -281,6 +281,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.launch and (args.config or args.num_processes):
         raise UsageError("--config and --num-processes go with --launch accelerate")
     check_out_folder(args.out)
+    if args.rehearse and (args.seeds or args.launch):
+        raise UsageError("--rehearse runs one replicate on one process: drop --seeds and --launch")
     if args.seeds:
         return _run_seeds(args)
     if args.launch:
@@ -288,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.num_processes = args.num_processes or _gpu_count()
     processes = args.num_processes if args.launch else None
     # every check happens here, before any model loads (for the launch's processes when --launch)
-    recipe = load_recipe(args.recipe, args.set, out=args.out, processes=processes)
+    recipe = load_recipe(args.recipe, args.set, out=args.out, processes=processes, rehearse=args.rehearse)
     out = Path(args.out or Path("runs") / recipe.name)
     from .stages.runner import check_stage_names  # after load_recipe: Unsloth, when wanted, is imported before TRL
 
@@ -308,15 +310,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         imported = files_imported(recipe)
         print("files of yours a run imports (their code runs): " + ("; ".join(imported) if imported else "none"))
         print("data: " + "; ".join(data_sources(recipe)))
+        fmt = get_format(resolve_path(recipe.format, recipe.source_dir))
+        tokenizer = tokenizer_only(recipe.model)
         if recipe.tasks:  # your own data: show what the model will see, so a wrong field shows before any training
-            fmt = get_format(resolve_path(recipe.format, recipe.source_dir))
-            print("\n".join(rendered_examples(recipe, fmt, tokenizer_only(recipe.model))))
+            print("\n".join(rendered_examples(recipe, fmt, tokenizer)))
+        print_lengths(recipe, fmt, tokenizer)
         return 0
     result = run(recipe, out, stop_after=args.stop_after, restart_from=args.restart_from)
     if is_main():
         print(f"run {recipe.name} finished: {out / 'report.md'}" if REPORT.name in result.stages else
               f"run {recipe.name} stopped after {args.stop_after}; re-run the same command to continue")
     return 0
+
+
+def print_lengths(recipe, fmt, tokenizer) -> None:
+    """Every length limit the run will meet (``training.lengths``): what fits, then each that does not;
+    any that does not is the dry run's error."""
+    from .config.schema import RecipeError
+    from .training.lengths import evaluation_engine, length_report
+
+    if tokenizer is None:
+        print(f"lengths: not checked (no tokenizer for {recipe.model.name} here)")
+        return
+    fits, problems = length_report(recipe, fmt, tokenizer)
+    print(f"lengths (evaluation on {evaluation_engine(recipe).name}):")
+    print("\n".join(f"  fits: {line}" for line in fits) or "  nothing with a length limit")
+    if problems:
+        print("\n".join(f"  DOES NOT FIT: {line}" for line in problems))
+        raise RecipeError(f"{len(problems)} length(s) do not fit (listed above); first: {problems[0]}")
 
 
 def _run_seeds(args: argparse.Namespace) -> int:
@@ -482,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", default="unsloth")
     ev.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     ev.add_argument("--limit", type=_positive_int)
+    ev.add_argument("--longest", action="store_true", help="with --limit: the N problems with the longest questions, "
+                    "not the first N (as a recipe's eval task with longest: true)")
     ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -513,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<recipe name>); re-running resumes")
     run.add_argument("--dry-run", action="store_true", help="validate the recipe and print the stages")
     run.add_argument("--stop-after", help="stop after this stage (re-run to continue)")
+    run.add_argument("--rehearse", action="store_true",
+                     help="rehearse a GPU recipe whole on this machine first: its model's twin, the counts cut, every "
+                          "length, template and stage as the GPU run has them (into runs/<recipe>-rehearsal)")
     run.add_argument("--launch", choices=["accelerate"],
                      help="run on several processes through accelerate launch (training on all, the rest on one)")
     run.add_argument("--config", help="with --launch: ddp (default), zero2, zero3, fsdp2 (shipped accelerate "

@@ -229,3 +229,116 @@ def test_engine_lengths_are_refused_not_cut():
     check_lengths(tokenizer, ["one two three"], 13, 16, "the engine")
     with pytest.raises(InputError, match="plus max_new_tokens 14 is longer than the 16 tokens the engine holds"):
         check_lengths(tokenizer, ["one two three"], 14, 16, "the engine")
+
+
+@pytest.mark.parametrize("cuda_build, driver, message", [
+    ("13.0", "550.54.15", "torch {torch} is built for CUDA 13.0, which needs driver 580 or newer, so CUDA is invisible"),
+    (None, "580.65.06", "torch {torch} cannot use it (a CPU-only build); install a CUDA build of torch"),
+])
+def test_a_gpu_torch_cannot_see_is_refused_not_run_on_the_cpu(cuda_build, driver, message, tmp_path, monkeypatch,
+                                                               capsys):
+    """What only a GPU machine has is patched: its driver's version file and torch's CUDA build. The run is
+    refused in one line before anything loads, instead of quietly training on the CPU."""
+    import torch
+
+    from aha.recipes.cli import main
+    from aha.recipes.config import machine
+
+    version = tmp_path / "version"
+    version.write_text(f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {driver}  Release Build\n")
+    monkeypatch.setattr(machine, "NVIDIA_DRIVER_FILE", str(version))
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"aha: error: model.backend hf: this machine has an NVIDIA GPU (driver {driver}), but ")
+    assert message.format(torch=torch.__version__) in err and "\n" not in err
+    monkeypatch.setattr(machine, "NVIDIA_DRIVER_FILE", str(tmp_path / "none"))  # no driver: a CPU machine, as before
+    assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0
+
+
+def test_greedy_hf_generation_ignores_the_models_own_decoding_settings(tiny_qwen3, tmp_path):
+    """Qwen2.5-Instruct's generation_config.json sets a repetition penalty (and top_k, temperature, ...), which
+    transformers' generate applies to every knob a call leaves unset: greedy is then not greedy, and HF answers
+    differently from vLLM. aha's HF generation follows only its Sampling: its greedy tokens are the argmax of
+    the logits at every step, whatever the model's config says (and differ from what the config alone gives)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from aha.eval import HFBackend, Sampling
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_qwen3, folder)
+    GenerationConfig(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=5.0,
+                     no_repeat_ngram_size=2, eos_token_id=-1).save_pretrained(folder)  # an eos never produced
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    prompt = "Count: 1 1 1 1 1 1"
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        plain = ids
+        for _ in range(12):  # greedy by hand: the argmax of the model's logits, nothing else
+            plain = torch.cat([plain, model(plain).logits[:, -1:].argmax(-1)], dim=1)
+        configured = model.generate(ids, max_new_tokens=12, do_sample=False)  # the config's knobs fill the rest
+    ours = HFBackend(model, tokenizer).generate([prompt], Sampling(max_new_tokens=12))[0][0]
+    expected = plain[0, ids.shape[1]:].tolist()
+    assert tokenizer(ours.text, add_special_tokens=False)["input_ids"] == expected or ours.text == tokenizer.decode(expected)
+    assert configured[0, ids.shape[1]:].tolist() != expected  # the test can fail: the config does change greedy
+    assert model.generation_config.repetition_penalty == 5.0  # the model's own config is left as it was
+
+
+def test_unsloth_without_vllm_shrinks_its_batch_for_sampled_evaluations():
+    """Without vLLM, Unsloth's evaluations run aha's batched HF generation: k samples per prompt multiply each
+    batch by k, so the batch (counted in prompts) shrinks by k as it does on the hf backend."""
+    from aha.eval.backends import prompts_per_batch_for
+    from aha.recipes.api import load_recipe
+    from aha.recipes.training.unsloth_backend import UnslothBackend, _ModelGenerator
+
+    owner = object.__new__(UnslothBackend)  # its __init__ loads a model on a GPU; the generator needs its recipe
+    owner.recipe, owner.tokenizer = load_recipe("tiny-qwen3-smoke", {"eval.batch_size": 32}), None
+    generator = _ModelGenerator(owner, adapter=None)
+    with prompts_per_batch_for(generator, 16):
+        assert generator.batch_size == 2
+    assert generator.batch_size == 32
+
+
+def test_a_merged_export_is_written_at_the_precision_the_run_used(tiny_qwen3, tmp_path):
+    """Unsloth's merged saver keeps the checkpoint's dtype (a bfloat16 hub checkpoint on a T4 that ran at
+    float16): the export is rewritten at the run's precision, its config saying so, its values the cast ones."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from aha.recipes.training.unsloth_backend import cast_saved_weights
+
+    folder = tmp_path / "merged"
+    AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.bfloat16).save_pretrained(folder)
+    saved = load_file(str(folder / "model.safetensors"))
+    cast_saved_weights(folder, "float16")
+    cast = load_file(str(folder / "model.safetensors"))
+    assert {t.dtype for t in cast.values()} == {torch.float16}
+    assert all(torch.equal(cast[k], saved[k].to(torch.float16)) for k in saved)
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
+    assert AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float16
+
+
+def test_each_stage_records_its_peak_gpu_memory(monkeypatch):
+    """What only a GPU has is patched (CUDA and its allocator's counters); the figures go to the log line,
+    state.json (through the stage's result) and the report's stage table."""
+    import torch
+
+    from aha.recipes.stages import memory as runner
+    from aha.recipes.stages.report import stage_rows
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 9 * 2**30)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: 12.5 * 2**30)
+    runner.reset_gpu_peaks()
+    peaks = {"peak_memory_gib": 3.1, **runner.gpu_peaks()}
+    assert peaks == {"peak_memory_gib": 3.1, "peak_gpu_allocated_gib": 9.0, "peak_gpu_reserved_gib": 12.5}
+    assert runner.memory_line(peaks) == "peak memory 3.10 GiB; GPU 9.00 GiB allocated, 12.50 GiB reserved"
+    assert stage_rows({"grpo": {"seconds": 10, **peaks, "steps": 2}, "sft": {"seconds": 3, "peak_memory_gib": 1}}) == [
+        "| grpo | 10 | 3.1 | 9.0 / 12.5 | steps 2 |", "| sft | 3 | 1 | no GPU |  |"]

@@ -99,3 +99,47 @@ def test_the_install_cell_installs_aha_into_a_fresh_environment(tmp_path):
              "print(load_recipe('tiny-qwen3-smoke').grpo.args.num_generations)")
     done = subprocess.run([python, "-c", check], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-3000:]
+
+
+def _code_cells() -> list[str]:
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_the_install_cell_imports_nothing_it_installs_before_installing():
+    """A torch imported before pip replaces it stays the old one in the running kernel, and Unsloth and
+    vLLM built for the new one then fail to import (or Unsloth quietly turns vLLM off): every cell up to
+    and including the install cell imports only the standard library."""
+    import ast
+
+    for source in _code_cells()[:2]:
+        imported = {a.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                    for a in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported and imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("driver, refused", [("550.54.15", True), ("no GPU", False)])
+def test_the_install_cell_refuses_a_driver_too_old_for_the_gpu_install(tmp_path, driver, refused):
+    """An nvidia-smi that reports a driver older than CUDA 13 needs: one line, before pip runs (its source is
+    a folder that does not exist, so a pip run would fail otherwise). Without a GPU the cell goes on to pip."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if driver != "no GPU":
+        smi = bin_dir / "nvidia-smi"
+        smi.write_text(f"#!/bin/sh\necho {driver}\n")
+        smi.chmod(0o755)
+    program = "\n".join(_code_cells()[:2])
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "AHA_NOTEBOOK_INSTALL": "1",
+           "AHA_NOTEBOOK_SOURCE": (tmp_path / "missing").as_uri(), "PIP_CONSTRAINT": "", "PIP_NO_INDEX": "1"}
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    err = done.stderr.strip().splitlines()
+    if refused:
+        assert err == [f"this GPU's NVIDIA driver is {driver}; the GPU install's torch is a CUDA 13 build, which needs "
+                       "driver 580 or newer (with an older one CUDA would be invisible and the run would quietly "
+                       "become a CPU run): update the driver, or choose a newer runtime"]
+    else:
+        assert "CalledProcessError" in done.stderr and "pip" in done.stderr  # it went on to install

@@ -121,7 +121,7 @@ def test_the_dapo_recipe_dry_runs_offline_on_the_shipped_data(capsys):
     args = ["run", "qwen3-4b-dapo", "--dry-run", "--set", "model.name=builtin:tiny-qwen3", "--set", "model.backend=hf",
             "--set", "export.gguf=null"]
     assert main(args) == 0
-    data = capsys.readouterr().out.strip().splitlines()[-1]
+    data = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data: "))
     assert "grpo: dapo-math, shipped (95 problems; data.hub: true reads open-r1/DAPO-Math-17k-Processed)" in data
     assert "eval: dapo-math (200 problems), math500 (500 problems)" in data
     assert main(args + ["--set", "data.task=arith", "--set", "data.hub=true", "--set", "sft.task=arith"]) == 2

@@ -13,7 +13,7 @@ from aha.recipes.api import load_recipe
 from aha.recipes.stages import kernel, table
 
 STAGES_DIR = Path(__file__).resolve().parents[1] / "recipes" / "stages"
-MACHINERY = {"__init__", "kernel", "table", "runner", "results", "evidence"}  # the machinery, not stages
+MACHINERY = {"__init__", "kernel", "table", "runner", "results", "evidence", "memory"}  # the machinery, not stages
 
 
 def _stage_modules() -> dict[str, str]:

@@ -84,6 +84,41 @@ def backends_that(ability: str) -> str:
     return " or ".join(b.name for b in BACKENDS.values() if getattr(b, ability))
 
 
+NVIDIA_DRIVER_FILE = "/proc/driver/nvidia/version"  # Linux: the loaded NVIDIA kernel module says its version here
+CUDA_DRIVER_MINIMUM = {13: 580, 12: 525, 11: 450}  # NVIDIA's minimum Linux driver for each CUDA major version
+
+
+def nvidia_driver() -> str | None:
+    """The loaded NVIDIA driver's version ("550.54.15"), None where there is none."""
+    import re
+
+    try:
+        with open(NVIDIA_DRIVER_FILE, encoding="utf-8") as fh:
+            found = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", fh.read())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def gpu_unusable() -> str | None:
+    """Why an NVIDIA GPU this machine has is invisible to torch (None: no driver, or CUDA works): most
+    often a torch built for a CUDA newer than the driver (the GPU install's torch 2.13.0 is a CUDA 13
+    build, which needs driver 580), and then every run would quietly become a CPU run."""
+    import torch
+
+    driver = nvidia_driver()
+    if driver is None or torch.cuda.is_available():
+        return None
+    built = torch.version.cuda
+    need = CUDA_DRIVER_MINIMUM.get(int(built.split(".")[0])) if built else None
+    if built and need and int(driver.split(".")[0]) < need:
+        return (f"this machine has an NVIDIA GPU (driver {driver}), but torch {torch.__version__} is built for CUDA "
+                f"{built}, which needs driver {need} or newer, so CUDA is invisible; update the driver, "
+                "or install a torch built for an older CUDA")
+    return (f"this machine has an NVIDIA GPU (driver {driver}), but torch {torch.__version__} cannot use it ("
+            + (f"built for CUDA {built}" if built else "a CPU-only build") + "); install a CUDA build of torch")
+
+
 def has_unsloth() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
@@ -117,9 +152,13 @@ def choose_backend(requested: str, model: ModelConfig | None = None) -> tuple[st
     """
     from .schema import RecipeError, unsloth_refusal
 
+    cuda = device_capability() is not None
+    invisible = None if cuda else gpu_unusable()
+    if invisible:  # the run would silently become a CPU run
+        raise RecipeError(f"model.backend {requested}: {invisible}")
     if requested == "hf":
         return "hf", "as the recipe asks"
-    cuda, unsloth = device_capability() is not None, has_unsloth()
+    unsloth = has_unsloth()
     refusal = unsloth_refusal(model) if model is not None else None
     if requested == "auto":
         if unsloth_can_run() and not refusal:

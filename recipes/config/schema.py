@@ -15,6 +15,7 @@ TRL config (``args``) that training uses.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
@@ -25,8 +26,14 @@ from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, Stri
 
 from aha.formats import InputError, user_path
 
-BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct")
-BUILTIN_CONTEXT = {"builtin:tiny-qwen3": 2048, "builtin:smollm2-135m-instruct": 8192}  # their position embeddings
+# Twins: a real model's architecture (cut down, random weights), tokenizer, chat template and generation settings,
+# from its published files in recipes/twins/<folder> (training.models.build_twin); a rehearsal runs on them.
+TWINS_FOLDER = Path(__file__).resolve().parents[1] / "twins"
+TWIN_PREFIX = "builtin:twin-"
+TWIN_CONTEXT = {f"{TWIN_PREFIX}{p.name}": json.loads((p / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+                for p in sorted(TWINS_FOLDER.iterdir()) if (p / "config.json").is_file()}
+BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:smollm2-135m-instruct", *TWIN_CONTEXT)
+BUILTIN_CONTEXT = {"builtin:tiny-qwen3": 2048, "builtin:smollm2-135m-instruct": 8192, **TWIN_CONTEXT}  # position embeddings
 SEED_MAX = 2**32 - 1  # numpy's seeds stop here (torch's too, for the seeds a run derives)
 
 
@@ -305,6 +312,8 @@ class EvalTask:
     task: StrictStr = setting("arith", choices=_task_names, help="the task's name")
     path: StrictStr | None = setting(None, help="local data file for it")
     limit: StrictInt | None = setting(100, ge=1, help="the first N problems (a fixed order); empty: all")
+    longest: StrictBool = setting(False, help="with limit: the N problems with the longest questions instead of the "
+                                  "first N (every length limit met for real: a rehearsal uses it)")
     level: StrictInt = setting(1, ge=1, help="arith: difficulty")
     seed: StrictInt = setting(0, ge=0, le=SEED_MAX, help="generated tasks: their seed")
     k: StrictInt = setting(1, ge=1, help="> 1: also sample k answers per problem (avg@k with its interval, pass@k, maj@k), "

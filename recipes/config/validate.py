@@ -90,7 +90,7 @@ def check_backend_fits(recipe: Recipe) -> None:
     differs from the hf backend's (TRL keeps the warmup's adapter as the reference, Unsloth the
     base model), which would make the two backends train different objectives."""
     m = recipe.model
-    backend = pick_backend("auto", m) if m.backend == "auto" else m.backend  # unsloth without CUDA: the runner says it
+    backend = m.backend if m.backend == "unsloth" else pick_backend(m.backend, m)  # unsloth without CUDA: the runner says it
     can = BACKENDS[backend]
     problem = dtype_problem(resolve_dtype(m.dtype), backend)
     if problem:

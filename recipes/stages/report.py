@@ -17,13 +17,22 @@ REPORT_FILE = "report.md"
 CURVES_FILE = "reward_curves.png"
 
 
+def stage_rows(stages: dict[str, dict[str, Any]]) -> list[str]:
+    """The stage table's rows: time, host memory, GPU memory (allocated / reserved) and counts."""
+    rows = []
+    for stage, info in stages.items():
+        notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
+        gpu = (f"{info['peak_gpu_allocated_gib']} / {info.get('peak_gpu_reserved_gib', '')}"
+               if "peak_gpu_allocated_gib" in info else "no GPU")
+        rows.append(f"| {stage} | {info.get('seconds', '')} | {info.get('peak_memory_gib', '')} | {gpu} | {notes} |")
+    return rows
+
+
 def write_run_report(results: RunResults, recipe: Recipe, versions: dict[str, str]) -> Path:
     run_dir = results.run_dir
     lines = [f"# Run report: {recipe.name}", "", f"Run directory: `{run_dir}`", "", "## Stages", "",
-             "| stage | seconds | peak memory (GiB) | notes |", "|---|---|---|---|"]
-    for stage, info in results.stages.items():
-        notes = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("examples", "prompts", "steps"))
-        lines.append(f"| {stage} | {info.get('seconds', '')} | {info.get('peak_memory_gib', '')} | {notes} |")
+             "| stage | seconds | peak memory (GiB) | peak GPU memory, allocated / reserved (GiB) | notes |",
+             "|---|---|---|---|---|", *stage_rows(results.stages)]
     lines += result_tables(results)
     if results.preflight:
         from ..training.preflight import to_markdown as preflight_markdown

@@ -22,46 +22,11 @@ from ..config.trl_args import global_batch_line
 from ..launch.distributed import on_main
 from . import kernel
 from .kernel import Context
+from .memory import gpu_peaks, memory_line, peak_memory_gib, release_free_memory, reset_gpu_peaks, reset_peak_memory
 from .results import LOG_FILE, STATE_FILE, read_state
 from .table import BY_NAME, GRPO, RFT, STAGES, plan
 
 log = logging.getLogger("aha")
-
-
-def reset_peak_memory() -> None:
-    """Start measuring this process's peak resident memory afresh (Linux; elsewhere the peak
-    stays the process's whole life)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_gib() -> float:
-    """This process's peak resident memory since :func:`reset_peak_memory` (GPU memory is the
-    framework's to report)."""
-    import resource
-
-    try:
-        with open("/proc/self/status") as fh:
-            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 2**20, 2)
-
-
-def release_free_memory() -> None:
-    """Between stages: collect the last stage's models and hand freed heap back to the system
-    (glibc keeps it otherwise, so each stage's peak would stack on the last one's)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
 
 
 # What a fresh run folder may hold before the run writes anything: the run's lock, and Unsloth's compiled cache
@@ -136,6 +101,16 @@ def check_stage_names(recipe: Recipe, stop_after: str | None, restart_from: str 
     return stages
 
 
+def check_engine_lengths(recipe: Recipe, fmt: Any) -> None:
+    """A run whose engine has a length limit (Unsloth's or the hf backend's vLLM engine) meets every
+    prompt against it with the real tokenizer before anything loads (``training.lengths``)."""
+    from ..training.lengths import check_lengths, evaluation_engine
+    from ..training.models import tokenizer_only
+
+    if evaluation_engine(recipe).limit is not None:
+        check_lengths(recipe, fmt, tokenizer_only(recipe.model))
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,
                stop_after: str | None = None, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the state.
@@ -146,12 +121,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
     stages = check_stage_names(recipe, stop_after, restart_from)
     if not (Path(out_dir) / STATE_FILE).is_file():
         on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
+    fmt = get_format(resolve_path(recipe.format, recipe_dir))
+    finished = read_state(Path(out_dir), required=False).get("stages", {})
     trained_on_rewards = next((s for s in (GRPO.name, RFT.name) if s in stages), None)
-    if trained_on_rewards and trained_on_rewards not in read_state(Path(out_dir), required=False).get("stages", {}):
+    if trained_on_rewards and trained_on_rewards not in finished:
         from ..training.trainers import test_rewards
 
         # your reward functions (and a reward model) called once on sample rows, before anything is written or loads
-        on_main(lambda: test_rewards(recipe, get_format(resolve_path(recipe.format, recipe_dir))))
+        on_main(lambda: test_rewards(recipe, fmt))
+    if any(BY_NAME[s].needs_model for s in stages if s not in finished):
+        on_main(lambda: check_engine_lengths(recipe, fmt))
     # One writer per run folder: the main process holds its lock for the whole run (refused at once if another holds it).
     lock = on_main(lambda: FolderLock(out_dir).acquire())
     try:
@@ -193,6 +172,7 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             started = time.time()
             func, ctx = stage.run, Context(stage, run, backend, fmt, STAGES)
             reset_peak_memory()
+            reset_gpu_peaks()
             run.begin(name)
             try:
                 result = func(ctx) if stage.every_process else on_main(lambda: func(ctx))
@@ -204,10 +184,11 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
             if backend is not None and not any(BY_NAME[s].needs_model for s in todo[todo.index(name) + 1:]):
                 backend.close()  # no later stage needs it: its engine's memory is free for verify-export's fresh process
                 backend = None
+            peaks = {**gpu_peaks()}  # before the release: what the stage itself held at most
             release_free_memory()
-            peak = peak_memory_gib()
-            run.finish(name, time.time() - started, {**(result or {}), "peak_memory_gib": peak})
-            log.info("stage %s done in %.1f s (peak memory %.2f GiB)", name, time.time() - started, peak)
+            peaks = {"peak_memory_gib": peak_memory_gib(), **peaks}
+            run.finish(name, time.time() - started, {**(result or {}), **peaks})
+            log.info("stage %s done in %.1f s (%s)", name, time.time() - started, memory_line(peaks))
             if name == stop_after:
                 break
     finally:

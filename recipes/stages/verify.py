@@ -24,6 +24,7 @@ from typing import Any
 
 from aha.eval.files import read_json, write_json
 from aha.eval.runner import SAMPLES_FILE, read_done
+from aha.eval.tasks import longest_first
 
 from ..config.machine import resolve_dtype
 from ..config.schema import ExportConfig, RecipeError, resolve_path
@@ -31,6 +32,7 @@ from ..training.data import eval_problems
 from .evaluate import EVAL_AFTER
 from .export import EXPORT
 from .kernel import Context, Stage
+from .memory import gpu_free_before_fresh_process
 from .results import RunResults, read_json_if_there
 from .training import trains
 
@@ -45,13 +47,15 @@ _LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MA
 def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str | None = None,
                   gguf_file: str | None = None) -> list[str]:
     recipe, task = ctx.recipe, ctx.recipe.eval.tasks[0]
-    command = ["eval", "--model", model, "--task", task.task,
+    command = ["eval", "--model", model, "--task", task_argument(ctx, task.task),
                "--format", resolve_path(recipe.format, ctx.run.recipe_dir), "--limit", str(limit), "--seed",
                str(task.seed), "--level", str(task.level), "--max-new-tokens",
                str(recipe.eval.max_new_tokens), "--batch-size", str(recipe.eval.batch_size), "--dtype",
                resolve_dtype(recipe.model.dtype), "--backend", VERIFY_ENGINE, "--out", str(out)]
     if task.path:
         command += ["--data", resolve_path(task.path, ctx.run.recipe_dir)]
+    if task.longest:
+        command += ["--longest"]
     if adapter:
         command += ["--adapter", adapter]
     if gguf_file:
@@ -60,6 +64,20 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
 
 
 _STARTED = "verify-export: evaluating "
+
+
+def task_argument(ctx: Context, name: str) -> str:
+    """``aha eval --task``'s value for the recipe's first evaluation task: a shipped task's name, or, for
+    your own task (it lives in the recipe), a task file written beside the verification, as a user who
+    evaluates it by hand would pass one (its paths were made absolute when the recipe was checked)."""
+    if name not in ctx.recipe.tasks:
+        return name
+    import yaml
+
+    spec = ctx.path("task", f"{name}.yaml")
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(yaml.safe_dump(dict(ctx.recipe.tasks[name]), sort_keys=False), encoding="utf-8")
+    return str(spec)
 
 
 def _fresh_evals(commands: dict[str, list[str]]) -> None:
@@ -196,7 +214,7 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
     exports = run.state["stages"][EXPORT.name]
     key, problems = next(iter(eval_problems(recipe).items()))
     limit = min(recipe.export.verify_problems, len(problems))
-    ids = [p.id for p in problems[:limit]]
+    ids = [p.id for p in (longest_first(problems, limit) if recipe.eval.tasks[0].longest else problems[:limit])]
     reference = read_done(run.path(EVAL_AFTER.name, key, SAMPLES_FILE))
     engine = engine_of(run.path(EVAL_AFTER.name, key))
     base = str(run.path("base")) if run.path("base", "config.json").is_file() else recipe.model.name
@@ -215,6 +233,7 @@ def verify_export_stage(ctx: Context) -> dict[str, Any]:
                               "artifacts": {}}
     failures = []
     outs = {name: ctx.path(name.replace("/", "-")) for name, *_ in artifacts}
+    report.update(gpu_free_before_fresh_process())  # the training engine released (the runner closed it)?
     _fresh_evals({f"export/{name}": _eval_command(ctx, model, outs[name], limit, adapter, gguf_file)
                   for name, model, adapter, gguf_file, _ in artifacts})
     # One engine per comparison: the exports against the adapter's answers from the same engine and precision.

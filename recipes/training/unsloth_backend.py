@@ -54,7 +54,8 @@ class UnslothBackend:
             gpu_memory_utilization=m.gpu_memory_utilization, use_exact_model_name=True)
         self.model = FastLanguageModel.get_peft_model(
             self.model, r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-            target_modules=recipe.lora.target_modules, use_gradient_checkpointing="unsloth", random_state=recipe.seed)
+            target_modules=recipe.lora.target_modules, use_gradient_checkpointing=unsloth_checkpointing(recipe),
+            random_state=recipe.seed)
         self.base = m.name
         self._loaded: str | None = None  # the adapter whose weights the LoRA layers hold now
 
@@ -86,6 +87,9 @@ class UnslothBackend:
     def merge(self, adapter: str, out: Path) -> Path:
         self.hold(adapter)
         self.model.save_pretrained_merged(str(out), self.tokenizer, save_method="merged_16bit")
+        # Unsloth's merged saver writes the checkpoint's dtype (a bfloat16 hub checkpoint stays bfloat16 on a T4 that
+        # trained and evaluated at float16, whatever dtype it is given): the export is the precision the run used.
+        cast_saved_weights(out, resolve_dtype(self.recipe.model.dtype))
         return out
 
     def gguf(self, adapter: str, out: Path, quantization: str) -> Path:
@@ -100,19 +104,80 @@ class UnslothBackend:
         return folder
 
     def close(self) -> None:
-        """Stop the vLLM engine Unsloth started and give back the model's GPU memory."""
-        import gc
-
-        import torch
-
-        engine = getattr(self.model, "vllm_engine", None)
-        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        """Stop the vLLM engine Unsloth started with Unsloth's own teardown (``delete_vllm``: its
+        executor, process groups and cache), drop every reference to it (the model holds three),
+        and give back the model's GPU memory, before verify-export's fresh process loads the model."""
+        release_unsloth(self.model)
         self.model = self.tokenizer = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_gpu_memory()
+
+
+def unsloth_checkpointing(recipe: Recipe) -> str | bool:
+    """Unsloth sets gradient checkpointing once, on the model (``get_peft_model``), and its trainers keep
+    that choice whatever their configs say: Unsloth's own ("unsloth") when a training stage of the recipe
+    asks for checkpointing (TRL's default), off when none does.
+
+    >>> from aha.recipes.config.load import parse_recipe
+    >>> off = {"gradient_checkpointing": False}
+    >>> unsloth_checkpointing(parse_recipe({"model": {"name": "a/b"}, "sft": off, "grpo": off}))
+    False
+    >>> unsloth_checkpointing(parse_recipe({"model": {"name": "a/b"}, "sft": off}))
+    'unsloth'
+    """
+    asked = [section.trl.get("gradient_checkpointing", True) for section in (recipe.sft, recipe.grpo)
+             if section.enabled]
+    return "unsloth" if any(asked) else False
+
+
+def cast_saved_weights(folder: Path, dtype: str) -> None:
+    """Rewrite a saved model's floating-point weights (its ``*.safetensors`` shards) and its config's
+    dtype as ``dtype``, where they differ (float32 runs keep what the saver wrote: it widens itself)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    for shard in sorted(Path(folder).glob("*.safetensors")):
+        weights = load_file(str(shard))
+        if all(not t.is_floating_point() or t.dtype == target for t in weights.values()):
+            continue
+        save_file({k: t.to(target) if t.is_floating_point() else t for k, t in weights.items()}, str(shard),
+                  metadata={"format": "pt"})
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        for key in ("dtype", "torch_dtype"):
+            if key in data:
+                data[key] = dtype
+        config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def release_unsloth(model: Any) -> None:
+    """Unsloth's teardown of the vLLM engine a ``fast_inference`` model holds, then the model's own
+    references to it (``vllm_engine``, ``fast_generate``, ``fast_generate_batches``), so the engine's
+    memory can go."""
+    engine = getattr(model, "vllm_engine", None)
+    if engine is None:
+        return
+    from unsloth_zoo.vllm_utils import delete_vllm
+
+    delete_vllm(engine)
+    for holder in {id(m): m for m in (model, getattr(model, "base_model", None), getattr(model, "model", None))
+                   if m is not None}.values():
+        for name in ("vllm_engine", "fast_generate", "fast_generate_batches"):
+            if name in getattr(holder, "__dict__", {}):
+                delattr(holder, name)
+
+
+def free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def gguf_folder(saved: Any, out: Path) -> Path:
@@ -157,6 +222,7 @@ class _ModelGenerator:
 
     def __init__(self, owner: UnslothBackend, adapter: str | None):
         self.owner, self.adapter, self.tokenizer = owner, adapter, owner.tokenizer
+        self.batch_size = owner.recipe.eval.batch_size  # prompts per batch; prompts_per_batch_for shrinks it per sample
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
         from unsloth import FastLanguageModel
@@ -167,7 +233,6 @@ class _ModelGenerator:
         FastLanguageModel.for_inference(model)
         try:
             with model.disable_adapter() if self.adapter is None else nullcontext():
-                return HFBackend(model, self.tokenizer, batch_size=self.owner.recipe.eval.batch_size).generate(
-                    prompts, sampling)
+                return HFBackend(model, self.tokenizer, batch_size=self.batch_size).generate(prompts, sampling)
         finally:
             FastLanguageModel.for_training(model)

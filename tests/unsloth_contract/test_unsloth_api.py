@@ -35,7 +35,8 @@ def _real(method: str):
     from unsloth_zoo import vllm_utils
 
     return {"from_pretrained": FastLanguageModel.from_pretrained, "get_peft_model": FastLanguageModel.get_peft_model,
-            "save_pretrained_merged": unsloth_save.unsloth_save_pretrained_merged,
+            # what FastLanguageModel binds onto a LoRA model as save_pretrained_merged (2026.10: the generic saver)
+            "save_pretrained_merged": unsloth_save.unsloth_generic_save_pretrained_merged,
             "save_pretrained_gguf": unsloth_save.unsloth_save_pretrained_gguf,
             "load_lora": vllm_utils.load_lora}[method]
 
@@ -76,3 +77,22 @@ def test_the_generation_switches_we_call_exist():
     from unsloth import FastLanguageModel
 
     assert callable(FastLanguageModel.for_inference) and callable(FastLanguageModel.for_training)
+
+
+def test_the_merged_saver_we_call_is_the_one_bound_and_keeps_the_checkpoints_dtype():
+    """The saver FastLanguageModel binds onto a LoRA model takes a dtype that defaults to the checkpoint's (and
+    widens only to float32): the backend rewrites the merged files at the run's precision after it saves."""
+    from unsloth import save as unsloth_save
+
+    assert inspect.signature(unsloth_save.unsloth_generic_save_pretrained_merged).parameters["dtype"].default is None
+    merge = next(node for node in ast.walk(ast.parse(BACKEND.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.FunctionDef) and node.name == "merge")
+    called = [n.func.id for n in ast.walk(merge) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    assert "cast_saved_weights" in called
+
+
+def test_unsloths_own_engine_teardown_takes_the_engine():
+    """close() hands the model's vLLM engine (model.vllm_engine) to Unsloth's delete_vllm."""
+    from unsloth_zoo.vllm_utils import delete_vllm
+
+    assert list(inspect.signature(delete_vllm).parameters) == ["llm"]
