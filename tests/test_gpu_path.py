@@ -231,28 +231,39 @@ def test_engine_lengths_are_refused_not_cut():
         check_lengths(tokenizer, ["one two three"], 14, 16, "the engine")
 
 
-@pytest.mark.parametrize("cuda_build, driver, message", [
-    ("13.0", "550.54.15", "torch {torch} is built for CUDA 13.0, which needs driver 580 or newer, so CUDA is invisible"),
-    (None, "580.65.06", "torch {torch} cannot use it (a CPU-only build); install a CUDA build of torch"),
+@pytest.mark.parametrize("cuda_build, driver, visible, message", [
+    ("13.0", "550.54.15", None, "torch {torch} is built for CUDA 13.0, which needs driver 580 or newer, so CUDA is "
+                                "invisible"),
+    ("12.4", "580.65.06", None, "torch {torch} (built for CUDA 12.4) cannot use it; check the install"),
+    (None, "550.54.15", None, None),  # a CPU build of torch, installed on purpose: a CPU run
+    ("13.0", "550.54.15", "", None),  # the GPU hidden on purpose
 ])
-def test_a_gpu_torch_cannot_see_is_refused_not_run_on_the_cpu(cuda_build, driver, message, tmp_path, monkeypatch,
-                                                               capsys):
-    """What only a GPU machine has is patched: its driver's version file and torch's CUDA build. The run is
-    refused in one line before anything loads, instead of quietly training on the CPU."""
+def test_a_gpu_torch_cannot_see_is_refused_not_run_on_the_cpu(cuda_build, driver, visible, message, tmp_path,
+                                                               monkeypatch, capsys):
+    """What only a GPU machine has is patched: its driver's version file, its device node and torch's CUDA
+    build. A CUDA build that cannot see the GPU is refused in one line before anything loads, instead of
+    quietly training on the CPU; a CPU build or a GPU hidden with CUDA_VISIBLE_DEVICES runs as asked."""
     import torch
 
     from aha.recipes.cli import main
     from aha.recipes.config import machine
 
-    version = tmp_path / "version"
+    version, device = tmp_path / "version", tmp_path / "nvidiactl"
     version.write_text(f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {driver}  Release Build\n")
+    device.write_text("")
     monkeypatch.setattr(machine, "NVIDIA_DRIVER_FILE", str(version))
+    monkeypatch.setattr(machine, "NVIDIA_DEVICE", str(device))
     monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    if message is None:
+        assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0
+        return
     assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"aha: error: model.backend hf: this machine has an NVIDIA GPU (driver {driver}), but ")
     assert message.format(torch=torch.__version__) in err and "\n" not in err
-    monkeypatch.setattr(machine, "NVIDIA_DRIVER_FILE", str(tmp_path / "none"))  # no driver: a CPU machine, as before
+    monkeypatch.setattr(machine, "NVIDIA_DEVICE", str(tmp_path / "none"))  # no GPU for this process: a CPU run
     assert main(["run", "tiny-qwen3-smoke", "--dry-run"]) == 0
 
 

@@ -117,9 +117,17 @@ def test_smoke_recipe_with_vllm_rollouts_and_evaluation(tmp_path):
 
     from aha.recipes.cli import main
 
+    import os
+
+    import torch.distributed as dist
+
     out = tmp_path / "run"
+    before = {name: os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     assert main(["run", "tiny-qwen3-smoke", "--out", str(out), "--set", "model.use_vllm=true",
                  "--set", "sft.learning_rate=0.02"]) == 0
+    # TRL's colocate mode set the launch variables and vLLM made a process group: both undone after GRPO, so the
+    # next recipe in this process (a notebook's second run) is not taken for a launch on a port still held
+    assert {name: os.environ.get(name) for name in before} == before and not dist.is_initialized()
     state = json.loads((out / "state.json").read_text())
     assert "report" in state["stages"] and state["stages"]["grpo"]["steps"] == 4
     summary = json.loads((out / "eval-after" / "arith-l1" / "summary.json").read_text())

@@ -85,6 +85,7 @@ def backends_that(ability: str) -> str:
 
 
 NVIDIA_DRIVER_FILE = "/proc/driver/nvidia/version"  # Linux: the loaded NVIDIA kernel module says its version here
+NVIDIA_DEVICE = "/dev/nvidiactl"  # present where this process may use an NVIDIA GPU (not in a container without one)
 CUDA_DRIVER_MINIMUM = {13: 580, 12: 525, 11: 450}  # NVIDIA's minimum Linux driver for each CUDA major version
 
 
@@ -101,22 +102,24 @@ def nvidia_driver() -> str | None:
 
 
 def gpu_unusable() -> str | None:
-    """Why an NVIDIA GPU this machine has is invisible to torch (None: no driver, or CUDA works): most
-    often a torch built for a CUDA newer than the driver (the GPU install's torch 2.13.0 is a CUDA 13
-    build, which needs driver 580), and then every run would quietly become a CPU run."""
+    """Why a CUDA build of torch cannot see the NVIDIA GPU this process may use (None: it can, or there is no
+    such GPU, or it is hidden on purpose with CUDA_VISIBLE_DEVICES, or torch is a CPU build, chosen by
+    whoever installed it). Most often a torch built for a CUDA newer than the driver: the GPU install's
+    torch 2.13.0 is a CUDA 13 build, which needs driver 580; every run would quietly become a CPU run."""
     import torch
 
-    driver = nvidia_driver()
-    if driver is None or torch.cuda.is_available():
-        return None
     built = torch.version.cuda
-    need = CUDA_DRIVER_MINIMUM.get(int(built.split(".")[0])) if built else None
-    if built and need and int(driver.split(".")[0]) < need:
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    driver = nvidia_driver()
+    if not built or hidden or driver is None or not os.path.exists(NVIDIA_DEVICE) or torch.cuda.is_available():
+        return None
+    need = CUDA_DRIVER_MINIMUM.get(int(built.split(".")[0]))
+    if need and int(driver.split(".")[0]) < need:
         return (f"this machine has an NVIDIA GPU (driver {driver}), but torch {torch.__version__} is built for CUDA "
-                f"{built}, which needs driver {need} or newer, so CUDA is invisible; update the driver, "
-                "or install a torch built for an older CUDA")
-    return (f"this machine has an NVIDIA GPU (driver {driver}), but torch {torch.__version__} cannot use it ("
-            + (f"built for CUDA {built}" if built else "a CPU-only build") + "); install a CUDA build of torch")
+                f"{built}, which needs driver {need} or newer, so CUDA is invisible; update the driver, or install a "
+                "torch built for an older CUDA (CUDA_VISIBLE_DEVICES= runs on the CPU on purpose)")
+    return (f"this machine has an NVIDIA GPU (driver {driver}), but torch {torch.__version__} (built for CUDA {built}) "
+            "cannot use it; check the install (CUDA_VISIBLE_DEVICES= runs on the CPU on purpose)")
 
 
 def has_unsloth() -> bool:

@@ -181,10 +181,14 @@ def _run_stages(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None, st
                 raise
             finally:
                 run.end(name)
+            peaks = gpu_peaks()  # before any release: what the stage itself held at most
             if backend is not None and not any(BY_NAME[s].needs_model for s in todo[todo.index(name) + 1:]):
-                backend.close()  # no later stage needs it: its engine's memory is free for verify-export's fresh process
-                backend = None
-            peaks = {**gpu_peaks()}  # before the release: what the stage itself held at most
+                closing, backend = backend, None
+                try:
+                    closing.close()  # no later stage needs it: its memory is free for verify-export's fresh process
+                except Exception as err:  # noqa: BLE001 - the stage's work is done and kept; the release is best effort
+                    log.warning("the training backend did not close cleanly (%s: %s); its memory is released when "
+                                "this process ends", type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
             release_free_memory()
             peaks = {"peak_memory_gib": peak_memory_gib(), **peaks}
             run.finish(name, time.time() - started, {**(result or {}), **peaks})

@@ -79,7 +79,7 @@ def preflight_stage(ctx: Context) -> dict[str, Any]:
 
 def grpo_stage(ctx: Context) -> dict[str, Any]:
     """On top of the warmup's adapter (loaded trainable), else on a fresh LoRA."""
-    from ..training.trainers import grpo_trainer, train_and_save
+    from ..training.trainers import colocated_engine_scope
 
     recipe, out = ctx.recipe, ctx.path()
     model, tokenizer, peft_config = ctx.backend.training_model(start_adapter(ctx))
@@ -89,15 +89,25 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
     if rollout.get("use_vllm") and not recipe.grpo.args.vllm_importance_sampling_correction:
         log.warning("grpo: vllm_importance_sampling_correction is off, so TRL logs no gap between the rollout "
                     "engine and the trained policy: aha cannot check that rollouts come from the policy being trained")
-    trainer, watch = grpo_trainer(recipe, model, tokenizer, ctx.fmt, rows, completion_length(recipe, longest), out,
-                                  peft_config=peft_config, **rollout)
-    result = {"prompts": len(rows), **train_and_save(trainer, out, broken=lambda: watch.diverged)}
+    with colocated_engine_scope(rollout):
+        result, watch, main = _train_grpo(recipe, model, tokenizer, ctx.fmt, rows, longest, out, peft_config, rollout)
     if watch.stopped:
         raise RecipeError(watch.stopped)
-    if trainer.accelerator.is_main_process:
+    if main:
         write_json(out / TRAINING_FILE, {"warnings": watch.warned, "reward_errors": watch.error_counts()})
     ctx.backend.trained(adapter_of(ctx.run.dir, ctx.stage))
     return result
+
+
+def _train_grpo(recipe: Recipe, model: Any, tokenizer: Any, fmt: Format, rows: list[dict[str, Any]], longest: int,
+                out: Path, peft_config: Any, rollout: dict[str, Any]) -> tuple[dict[str, Any], Any, bool]:
+    """GRPO's trainer, built, trained and saved; it (and a colocated rollout engine) is dropped on return."""
+    from ..training.trainers import grpo_trainer, train_and_save
+
+    trainer, watch = grpo_trainer(recipe, model, tokenizer, fmt, rows, completion_length(recipe, longest), out,
+                                  peft_config=peft_config, **rollout)
+    result = {"prompts": len(rows), **train_and_save(trainer, out, broken=lambda: watch.diverged)}
+    return result, watch, trainer.accelerator.is_main_process
 
 
 def rft_stage(ctx: Context) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Every length limit a run will meet, checked with the real tokenizer before any weights load
 (``aha run`` and ``--dry-run``): each evaluation prompt plus ``eval.max_new_tokens`` against the
-engine the run evaluates with (on ``auto``, the one it would pick on a GPU too), and GRPO's
-longest kept prompt plus its completion length against ``model.max_seq_length``. A recipe that
+engine the run evaluates with (on ``auto``, the one it would pick on a GPU too), and, where that
+engine also serves GRPO's rollouts, GRPO's longest kept prompt plus its completion length against
+``model.max_seq_length``. A recipe that
 would stop at its first long prompt, after hours of evaluation and training, is refused at once
 with the problem named and the value that would fit."""
 
@@ -88,7 +89,9 @@ def length_report(recipe: Recipe, fmt: Format, tokenizer: Any) -> tuple[list[str
             return fits, problems
         line = (f"grpo: its longest kept prompt is {longest} tokens, plus max_completion_length {completion} makes "
                 f"{longest + completion}")
-        if longest + completion <= limit:
+        if engine.limit is None:  # TRL's own generation: nothing holds the rollouts to max_seq_length
+            fits.append(f"{line} (rollouts on TRL's HF generation: no engine limit)")
+        elif longest + completion <= limit:
             fits.append(f"{line} <= model.max_seq_length {limit}")
         else:
             problems.append(f"{line}, over model.max_seq_length {limit}: set grpo.max_completion_length <= "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,45 @@ def _allow_another_accelerator() -> None:
     stale = kind not in (None, DistributedType.NO) and not (dist.is_available() and dist.is_initialized())
     if kind == DistributedType.DEEPSPEED or stale:
         AcceleratorState._reset_state(reset_partial_state=stale)
+
+
+COLOCATE_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def colocated_engine_scope(rollout: dict[str, Any]):
+    """TRL's colocate mode sets the launch variables (:data:`COLOCATE_VARIABLES`) for the rest of the process and
+    its vLLM engine makes a process group. On one process (no launch made them), both are undone when GRPO is
+    done, so the next recipe in this process (a notebook's second run, a test's) starts as the first did:
+    kept, its Trainer would take the stale variables for a launch and wait on a port the old group holds."""
+    if rollout.get("vllm_mode") != "colocate":
+        yield
+        return
+    import gc
+
+    import torch.distributed as dist
+
+    saved = {name: os.environ.get(name) for name in COLOCATE_VARIABLES}
+    had_group = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not had_group:
+            gc.collect()  # the trainer and its engine, dropped by the stage, go first
+            try:
+                from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+                destroy_model_parallel()
+                destroy_distributed_environment()
+            except ImportError:
+                pass
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def sft_trainer(recipe: Recipe, model: Any, tokenizer: Any, rows: list[dict[str, str]], out_dir: Path,

@@ -88,7 +88,8 @@ class UnslothBackend:
         self.hold(adapter)
         self.model.save_pretrained_merged(str(out), self.tokenizer, save_method="merged_16bit")
         # Unsloth's merged saver writes the checkpoint's dtype (a bfloat16 hub checkpoint stays bfloat16 on a T4 that
-        # trained and evaluated at float16, whatever dtype it is given): the export is the precision the run used.
+        # trained and evaluated at float16; its dtype argument only widens to float32): the export is rewritten at
+        # the precision the run used.
         cast_saved_weights(out, resolve_dtype(self.recipe.model.dtype))
         return out
 
@@ -107,9 +108,11 @@ class UnslothBackend:
         """Stop the vLLM engine Unsloth started with Unsloth's own teardown (``delete_vllm``: its
         executor, process groups and cache), drop every reference to it (the model holds three),
         and give back the model's GPU memory, before verify-export's fresh process loads the model."""
-        release_unsloth(self.model)
-        self.model = self.tokenizer = None
-        free_gpu_memory()
+        try:
+            release_unsloth(self.model)
+        finally:
+            self.model = self.tokenizer = None
+            free_gpu_memory()
 
 
 def unsloth_checkpointing(recipe: Recipe) -> str | bool:
@@ -124,26 +127,35 @@ def unsloth_checkpointing(recipe: Recipe) -> str | bool:
     >>> unsloth_checkpointing(parse_recipe({"model": {"name": "a/b"}, "sft": off}))
     'unsloth'
     """
-    asked = [section.trl.get("gradient_checkpointing", True) for section in (recipe.sft, recipe.grpo)
-             if section.enabled]
-    return "unsloth" if any(asked) else False
+    rft = recipe.grpo.enabled and recipe.grpo.trainer == "rft"  # its rounds train with the sft section's SFTConfig
+    sections = [recipe.sft] if recipe.sft.enabled or rft else []
+    sections += [recipe.grpo] if recipe.grpo.enabled and not rft else []
+    return "unsloth" if any(section.trl.get("gradient_checkpointing", True) for section in sections) else False
 
 
 def cast_saved_weights(folder: Path, dtype: str) -> None:
-    """Rewrite a saved model's floating-point weights (its ``*.safetensors`` shards) and its config's
-    dtype as ``dtype``, where they differ (float32 runs keep what the saver wrote: it widens itself)."""
+    """Rewrite a saved model's floating-point weights (its ``*.safetensors`` shards) and its config's dtype
+    as ``dtype``, where they differ: a shard already at ``dtype`` is left unread (its header says so), and a
+    rewritten shard replaces the old one only once it is whole. Tensor names and sizes (2 bytes for either
+    16-bit type) stay, so a shard index stays true."""
     import json
+    import os
 
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     target = getattr(torch, dtype)
+    floats = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
     for shard in sorted(Path(folder).glob("*.safetensors")):
-        weights = load_file(str(shard))
-        if all(not t.is_floating_point() or t.dtype == target for t in weights.values()):
-            continue
-        save_file({k: t.to(target) if t.is_floating_point() else t for k, t in weights.items()}, str(shard),
-                  metadata={"format": "pt"})
+        with safe_open(str(shard), framework="pt") as reader:
+            if all(floats.get(reader.get_slice(k).get_dtype(), target) == target for k in reader.keys()):
+                continue
+            cast = {k: (t.to(target) if t.is_floating_point() else t.clone())
+                    for k, t in ((k, reader.get_tensor(k)) for k in reader.keys())}
+        partial = shard.with_name(shard.name + ".partial")
+        save_file(cast, str(partial), metadata={"format": "pt"})
+        os.replace(partial, shard)
     config = Path(folder) / "config.json"
     if config.is_file():
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -162,6 +174,9 @@ def release_unsloth(model: Any) -> None:
         return
     from unsloth_zoo.vllm_utils import delete_vllm
 
+    core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()  # delete_vllm frees the executor and process groups, not the engine core
     delete_vllm(engine)
     for holder in {id(m): m for m in (model, getattr(model, "base_model", None), getattr(model, "model", None))
                    if m is not None}.values():
@@ -178,6 +193,14 @@ def free_gpu_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def engine_length(model: Any, recipe: Recipe) -> int:
+    """The longest sequence Unsloth's vLLM engine holds: ``model.max_seq_length``, unless Unsloth lowered it to
+    fit the KV cache this GPU has room for (it says so as it starts); the engine's own figure when it has one."""
+    config = getattr(getattr(getattr(getattr(model, "vllm_engine", None), "llm_engine", None), "vllm_config", None),
+                     "model_config", None)
+    return int(getattr(config, "max_model_len", None) or recipe.model.max_seq_length)
 
 
 def gguf_folder(saved: Any, out: Path) -> Path:
@@ -205,7 +228,7 @@ class _EngineGenerator:
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
         model = self.owner.model
-        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, self.owner.recipe.model.max_seq_length,
+        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, engine_length(model, self.owner.recipe),
                       "Unsloth's vLLM engine")
         if self.adapter and self._request is None:
             self._request = model.load_lora(self.adapter)
