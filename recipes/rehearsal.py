@@ -7,7 +7,8 @@ runs on a vLLM engine sized as the GPU run's is (``model.max_seq_length``), on e
 prompts, with the recipe's own ``eval.max_new_tokens``: every length limit is met for real.
 
 What a rehearsal cannot cover is Unsloth's own code (its loader, patched trainers, merged and GGUF
-savers): the Unsloth contract tests (``tests/unsloth_contract``) and a GPU check hold those."""
+savers) and bitsandbytes' 8-bit optimizers (``adamw_8bit`` trains as ``adamw_torch`` here): the Unsloth
+contract tests (``tests/unsloth_contract``) and a GPU check hold those."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ def rehearse(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in {"model.name": twin, "model.backend": "hf", "model.use_vllm": vllm, "model.vllm_mode": "colocate",
                        "model.load_in_4bit": False, "export.gguf": None, **COUNTS}.items():
         set_value(data, key, value)
+    for section in ("sft", "grpo"):  # bitsandbytes' 8-bit optimizers need a GPU: the same AdamW in 32 bits here
+        optim = str((data.get(section) or {}).get("optim", ""))
+        if "8bit" in optim or "bnb" in optim or optim.startswith("paged"):
+            set_value(data, f"{section}.optim", "adamw_torch")
     # Random weights learn nothing: the preflight runs whole, and its verdict is said, not acted on.
     set_value(data, "grpo.preflight", "warn")
     set_value(data, "grpo.select", "all")
