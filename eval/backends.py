@@ -287,10 +287,16 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Stop the engine (its worker process and memory) now rather than at exit."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        shutdown_engine_core(self.llm)
         self.llm = None
+
+
+def shutdown_engine_core(llm: Any) -> None:
+    """Shut down a vLLM ``LLM``'s engine core (its worker process, or in-process core), any vLLM engine's:
+    ours, or the one Unsloth starts (whose own teardown frees the rest)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
 
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

@@ -104,11 +104,11 @@ def check_stage_names(recipe: Recipe, stop_after: str | None, restart_from: str 
 def check_engine_lengths(recipe: Recipe, fmt: Any) -> None:
     """A run whose engine has a length limit (Unsloth's or the hf backend's vLLM engine) meets every
     prompt against it with the real tokenizer before anything loads (``training.lengths``)."""
-    from ..training.lengths import check_lengths, evaluation_engine
+    from ..training.lengths import evaluation_engine, refuse_misfits
     from ..training.models import tokenizer_only
 
     if evaluation_engine(recipe).limit is not None:
-        check_lengths(recipe, fmt, tokenizer_only(recipe.model))
+        refuse_misfits(recipe, fmt, tokenizer_only(recipe.model))
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = None,

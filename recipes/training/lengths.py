@@ -2,21 +2,17 @@
 (``aha run`` and ``--dry-run``): each evaluation prompt plus ``eval.max_new_tokens`` against the
 engine the run evaluates with (on ``auto``, the one it would pick on a GPU too), and, where that
 engine also serves GRPO's rollouts, GRPO's longest kept prompt plus its completion length against
-``model.max_seq_length``. A recipe that
-would stop at its first long prompt, after hours of evaluation and training, is refused at once
-with the problem named and the value that would fit."""
+``model.max_seq_length``. A recipe that would stop at its first long prompt, after hours of
+evaluation and training, is refused at once with the problem named and the value that would fit."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from aha.formats import Format, InputError
 
 from ..config.schema import Recipe, RecipeError, unsloth_refusal
-
-log = logging.getLogger("aha")
 
 
 @dataclass(frozen=True)
@@ -99,11 +95,12 @@ def length_report(recipe: Recipe, fmt: Format, tokenizer: Any) -> tuple[list[str
     return fits, problems
 
 
-def check_lengths(recipe: Recipe, fmt: Format, tokenizer: Any) -> list[str]:
-    """What fits (lines for ``--dry-run`` and the log); the first length that does not is refused."""
+def refuse_misfits(recipe: Recipe, fmt: Format, tokenizer: Any) -> None:
+    """The first length that does not fit, refused in one line (``--dry-run`` lists them all); nothing to
+    check without a tokenizer (one that cannot be had here)."""
     if tokenizer is None:
-        return [f"lengths not checked: no tokenizer for {recipe.model.name} here"]
-    fits, problems = length_report(recipe, fmt, tokenizer)
+        return
+    _, problems = length_report(recipe, fmt, tokenizer)
     if problems:
         more = f" (and {len(problems) - 1} more: aha run --dry-run lists them)" if len(problems) > 1 else ""
         raise RecipeError(problems[0] + more)

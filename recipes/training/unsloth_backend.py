@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.eval import Generation, HFBackend, Sampling
-from aha.eval.backends import check_lengths, generations_from_vllm, vllm_sampling_params
+from aha.eval.backends import check_lengths, generations_from_vllm, shutdown_engine_core, vllm_sampling_params
 
 from ..config.machine import resolve_dtype, vllm_problem
 from ..config.schema import Recipe, RecipeError
@@ -174,9 +174,7 @@ def release_unsloth(model: Any) -> None:
         return
     from unsloth_zoo.vllm_utils import delete_vllm
 
-    core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()  # delete_vllm frees the executor and process groups, not the engine core
+    shutdown_engine_core(engine)  # delete_vllm frees the executor and process groups, not the engine core
     delete_vllm(engine)
     for holder in {id(m): m for m in (model, getattr(model, "base_model", None), getattr(model, "model", None))
                    if m is not None}.values():
