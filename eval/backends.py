@@ -70,6 +70,12 @@ class AdapterBound:
             raise ValueError(f"this generator is bound to adapter {self.adapter!r}, not {adapter!r}")
         return self.engine.generate(prompts, sampling, adapter=self.adapter)
 
+    def generate_many(self, requests: list[tuple[list[str], Sampling, str | None]]) -> list[list[list[Generation]]]:
+        for _, _, adapter in requests:
+            if adapter not in (None, self.adapter):
+                raise ValueError(f"this generator is bound to adapter {self.adapter!r}, not {adapter!r}")
+        return self.engine.generate_many([(prompts, sampling, self.adapter) for prompts, sampling, _ in requests])
+
 
 @contextmanager
 def prompts_per_batch_for(generator: Any, n: int):
@@ -272,18 +278,31 @@ class VLLMBackend:
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter))
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        return self.generate_many([(prompts, sampling, adapter)])[0]
+
+    def generate_many(self, requests: list[tuple[list[str], Sampling, str | None]]) -> list[list[list[Generation]]]:
+        """Several requests (prompts, their sampling, their adapter) in one engine call: one continuous batch, so
+        evaluations of several tasks, greedy and sampled, run side by side instead of one after another."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, self.max_model_len, "the vLLM engine")
+        prompts, params, loras = [], [], []
+        for texts, sampling, adapter in requests:
+            check_lengths(self.tokenizer, texts, sampling.max_new_tokens, self.max_model_len, "the vLLM engine")
+            prompts += texts
+            params += [vllm_sampling_params(sampling)] * len(texts)
+            loras += [self.lora_request(adapter)] * len(texts)
         try:
-            outputs = self.llm.generate(prompts, vllm_sampling_params(sampling), lora_request=self.lora_request(adapter),
-                                        use_tqdm=False)
+            outputs = self.llm.generate(prompts, params, lora_request=loras if any(loras) else None, use_tqdm=False)
         except (TimeoutError, EngineDeadError) as err:  # the engine is gone; rows written so far stay
             raise EngineStalled(f"the vLLM engine stopped during a step of {len(prompts)} prompts ({type(err).__name__}; "
                                 "its log above says why). On a CPU the usual cause is a step longer than "
                                 "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (default 300): set it higher, lower the batch "
                                 "size, or use the hf backend; re-running the same command resumes") from None
-        return generations_from_vllm(outputs)
+        generations, out = generations_from_vllm(outputs), []
+        for texts, _, _ in requests:
+            out.append(generations[:len(texts)])
+            generations = generations[len(texts):]
+        return out
 
     def close(self) -> None:
         """Stop the engine (its worker process and memory) now rather than at exit."""

@@ -53,6 +53,11 @@ def paired_ids(before: str | Path, after: str | Path,
         if mixed and not allow_mixed:
             raise InputError(f"{before} and {after} were not generated alike ({', '.join(mixed)}): a difference would "
                              "mix the engine's with the model's; evaluate both the same way, or pass --allow-mixed")
+        graders = [str(f.get("grader", "numeric")) for f in (x, y)]  # the fingerprint names any other grader
+        if graders[0] != graders[1] and not allow_mixed:
+            raise InputError(f"{before} and {after} were graded differently ({graders[0]} vs {graders[1]}): a "
+                             "difference would be the graders' as much as the model's; grade both the same way, or "
+                             "pass --allow-mixed")
         for key in ("format", "format_sha256", "sampling"):
             u, v = x.get(key), y.get(key)
             if key == "sampling" and allow_mixed and isinstance(u, dict) and isinstance(v, dict):
@@ -285,6 +290,10 @@ def write_pooled_report(pairs: list[tuple[str | Path, str | Path]], out_dir: str
     """``aha compare B1 A1 B2 A2 ...``: each pair compared (written in its after folder, as for
     one pair), then all pooled into ``pooled.json`` and ``pooled.md`` in ``out_dir``: greedy
     evaluations by the stratified McNemar test, sampled ones by the sign test on pass rates."""
+    afters = [str(Path(a).resolve()) for _, a in pairs]
+    twice = sorted({a for a in afters if afters.count(a) > 1})
+    if twice:  # pooling one comparison twice would count its evidence twice
+        raise InputError(f"{twice[0]} is the after of {afters.count(twice[0])} pairs: each evaluation is pooled once")
     kinds = {answers_per_problem(f) > 1 for pair in pairs for f in pair}
     if len(kinds) > 1:
         raise InputError("the pairs mix greedy and sampled evaluations: pool greedy with greedy, sampled with sampled")

@@ -41,7 +41,7 @@ def read_json(path: str | Path, hint: str = REMAKE, kind: type | None = dict) ->
     ...     print(str(err).split(": ", 1)[1])
     not valid JSON (Expecting value at line 1, column 12; it was not written by aha, or was cut short; delete it to have it made again)
     """
-    text = read_text(path, hint)
+    text = read_text(path, hint).removeprefix("\ufeff")  # a byte-order mark some editors write
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

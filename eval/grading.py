@@ -9,7 +9,7 @@ from typing import Any
 from aha.formats import (
     InputError, answers_equal, answers_match, clean_answer, find_last_boxed, get_format, last_number, parse_number,
 )
-from aha.rewards import is_reference, load_function, math_equal
+from aha.rewards import UserCodeError, call_bounded, is_reference, load_function, math_equal
 
 from . import metrics as names
 from .stats import bootstrap_interval, wilson_interval
@@ -77,13 +77,24 @@ def grade(completion: str, gold: str, format: Any = "unsloth", truncated: bool =
 def own_verdict(grader: str, answer: str, gold: str) -> bool:
     """Your grader's verdict: ``fn(answer, gold)`` must return a bool; anything else, or raising, is one line."""
     try:
-        verdict = load_function(grader)(answer, gold)
+        verdict = call_bounded(f"grader {grader}", load_function(grader), answer, gold)
+    except UserCodeError:
+        raise
     except Exception as err:  # noqa: BLE001 - the user's code: one line naming it, never a silent "wrong"
         raise InputError(f"grader {grader}: raised {type(err).__name__}: {err} on answer {answer[:40]!r}") from None
     if not isinstance(verdict, bool):
         raise InputError(f"grader {grader}: returned {verdict!r} for answer {answer[:40]!r}; a grader returns True or "
                          "False")
     return verdict
+
+
+def test_grader(problems: list[Any], where: str) -> None:
+    """Your grader called once before anything loads, on the first problem's gold given as the answer: it must
+    answer True (a grader that cannot match its own gold marks every answer wrong). Shipped graders pass."""
+    problem = next((p for p in problems if is_reference(p.grader)), None)
+    if problem is not None and not own_verdict(problem.grader, problem.answer, problem.answer):
+        raise InputError(f"{where}: grader {problem.grader} says the gold {problem.answer[:40]!r} of {problem.id} is "
+                         "wrong when it is the answer: every answer would be graded wrong")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

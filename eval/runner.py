@@ -6,13 +6,16 @@ import json
 import os
 import platform
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aha.formats import InputError, get_format
+from aha.rewards.references import is_reference, source_digest
 
-from .backends import Sampling
+from .backends import Sampling, prompts_per_batch_for
 from .files import read_json, read_text, write_json
 from .grading import grade, summarize
 from .tasks import Problem
@@ -47,6 +50,9 @@ def asking(fmt: Any, problems: list[Problem]) -> dict[str, Any]:
     graders = sorted({p.grader for p in problems} - {"numeric"})
     if graders:
         out["grader"] = graders[0] if len(graders) == 1 else graders
+    own = [g for g in graders if is_reference(g)]
+    if own:  # your grader's source and what it imports: a resume never mixes verdicts of two versions
+        out["grader_sha256"] = [source_digest(g)[:16] for g in own]
     return out
 
 
@@ -141,56 +147,111 @@ def versions() -> dict[str, str]:
     return out
 
 
+@dataclass
+class EvalJob:
+    """One evaluation: ``problems`` asked in ``format`` with ``sampling``, answers written to ``out_dir``."""
+
+    problems: list[Problem]
+    out_dir: str | Path
+    format: Any = "unsloth"
+    sampling: Sampling | None = None
+    adapter: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class _Running:
+    """An evaluation under way: its folder checked and opened, the problems it still has to answer."""
+
+    def __init__(self, backend: Any, job: EvalJob):
+        self.sampling, self.fmt, self.out = job.sampling or Sampling(), get_format(job.format), Path(job.out_dir)
+        self.problems, self.adapter, self.meta = job.problems, job.adapter, job.meta or {}
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.samples_path = self.out / SAMPLES_FILE
+        self.done = read_done(self.samples_path)
+        if len({p.id for p in self.problems}) != len(self.problems):
+            raise InputError("problem ids are not unique")
+        self.backend_name = getattr(backend, "name", type(backend).__name__)
+        print_ = {**fingerprint(self.fmt, self.sampling, self.backend_name, self.adapter, self.meta),
+                  **asking(self.fmt, self.problems)}
+        _check_resumable(self.out, self.done, self.problems, print_)
+        write_json(self.out / FINGERPRINT_FILE, print_)
+        _rewrite_clean(self.samples_path, [self.done[p.id] for p in self.problems if p.id in self.done])
+        self.todo = [p for p in self.problems if p.id not in self.done]
+        self.generated = len(self.todo)
+
+    def next_chunk(self, tokenizer: Any, chunk: int) -> tuple[list[Problem], list[str]]:
+        part, self.todo = self.todo[:chunk], self.todo[chunk:]
+        return part, [self.fmt.build_prompt(tokenizer, p.question, p.instruction) for p in part]
+
+    def record(self, fh: Any, part: list[Problem], generations: list[list[Any]]) -> None:
+        rows = []
+        for problem, gens in zip(part, generations):
+            graded = [{**grade(g.text, problem.answer, self.fmt, g.truncated, problem.grader),
+                       "num_tokens": g.num_tokens, "text": g.text} for g in gens]
+            rows.append({"id": problem.id, "question": problem.question, "answer": problem.answer, "samples": graded})
+        _append_rows(fh.fileno(), self.samples_path, rows)  # a chunk at once: a resume starts at a chunk boundary
+        self.done.update((row["id"], row) for row in rows)
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        rows = [self.done[p.id] for p in self.problems]
+        summary = {
+            "results": summarize(rows),
+            "config": {"format": self.fmt.name, "adapter": self.adapter, "backend": self.backend_name,
+                       "sampling": vars(self.sampling), "grader": "numeric", **asking(self.fmt, self.problems),
+                       **self.meta},
+            "versions": versions(),
+            "timing": {"seconds_this_run": round(seconds, 3), "generated_this_run": self.generated},
+        }
+        write_json(self.out / SUMMARY_FILE, summary)
+        return summary
+
+
 def evaluate(backend: Any, problems: list[Problem], out_dir: str | Path, format: Any = "unsloth",
              sampling: Sampling | None = None, adapter: str | None = None, chunk: int = 32,
              meta: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate ``problems`` and write ``samples.jsonl`` (one row per problem, flushed per
     chunk) and ``summary.json``. Re-running with the same ``out_dir`` skips the rows
     already written, so a killed run resumes and ends with the same metrics."""
-    sampling = sampling or Sampling()
-    fmt = get_format(format)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    samples_path = out / SAMPLES_FILE
-    done = read_done(samples_path)
-    ids = {p.id for p in problems}
-    if len(ids) != len(problems):
-        raise InputError("problem ids are not unique")
-    print_ = {**fingerprint(fmt, sampling, getattr(backend, "name", type(backend).__name__), adapter, meta or {}),
-              **asking(fmt, problems)}
-    _check_resumable(out, done, problems, print_)
-    write_json(out / FINGERPRINT_FILE, print_)
-    _rewrite_clean(samples_path, [done[p.id] for p in problems if p.id in done])
-    todo = [p for p in problems if p.id not in done]
-    tokenizer = backend.tokenizer
+    job = EvalJob(problems, out_dir, format, sampling, adapter, meta)
+    return evaluate_together(backend, [job], chunk=chunk, progress=progress)[0]
+
+
+def evaluate_together(backend: Any, jobs: list[EvalJob], chunk: int = 32, progress: bool = True) -> list[dict[str, Any]]:
+    """Several evaluations at once (``evaluate`` for each, the same files and resume): each round takes the next
+    chunk of every evaluation still going, and an engine that serves mixed requests (vLLM) generates them in one
+    batch, so a stage's tasks, greedy and sampled, share one pass of the engine rather than one pass each."""
+    running = [_Running(backend, job) for job in jobs]  # every folder checked before anything is generated
+    total = sum(len(r.problems) for r in running)
     started = time.time()
-    # The bar is closed (its line ended) before any error reaches the user's terminal.
-    with _progress(len(problems), len(problems) - len(todo), progress) as bar, \
-            open(samples_path, "ab") as fh:
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            prompts = [fmt.build_prompt(tokenizer, p.question, p.instruction) for p in part]
-            kwargs = {"adapter": adapter} if adapter else {}
-            generations = backend.generate(prompts, sampling, **kwargs)
-            rows = []
-            for problem, gens in zip(part, generations):
-                graded = [{**grade(g.text, problem.answer, fmt, g.truncated, problem.grader),
-                           "num_tokens": g.num_tokens, "text": g.text} for g in gens]
-                rows.append({"id": problem.id, "question": problem.question, "answer": problem.answer,
-                             "samples": graded})
-            _append_rows(fh.fileno(), samples_path, rows)  # a chunk at once: a resume starts at a chunk boundary
-            done.update((row["id"], row) for row in rows)
-            bar.update(len(part))
-    rows = [done[p.id] for p in problems]
-    summary = {
-        "results": summarize(rows),
-        "config": {"format": fmt.name, "adapter": adapter, "backend": getattr(backend, "name", type(backend).__name__),
-                   "sampling": vars(sampling), "grader": "numeric", **asking(fmt, problems), **(meta or {})},
-        "versions": versions(),
-        "timing": {"seconds_this_run": round(time.time() - started, 3), "generated_this_run": len(todo)},
-    }
-    write_json(out / SUMMARY_FILE, summary)
-    return summary
+    with _progress(total, total - sum(len(r.todo) for r in running), progress) as bar, ExitStack() as files:
+        handles = [files.enter_context(open(r.samples_path, "ab")) for r in running]
+        while any(r.todo for r in running):
+            going = [(r, fh) for r, fh in zip(running, handles) if r.todo]
+            chunks = [r.next_chunk(backend.tokenizer, chunk) for r, _ in going]
+            requests = [(prompts, r.sampling, r.adapter) for (r, _), (_, prompts) in zip(going, chunks)]
+            for (r, fh), (part, _), generations in zip(going, chunks, generate_all(backend, requests)):
+                r.record(fh, part, generations)
+                bar.update(len(part))
+    return [r.summary(time.time() - started) for r in running]
+
+
+def generate_all(backend: Any, requests: list[tuple[list[str], Sampling, str | None]]) -> list[list[list[Any]]]:
+    """Every request's generations: in one call where the backend takes mixed requests (``generate_many``),
+    else one request at a time (the HF backend's batch shrunk for a request's samples, as for one evaluation)."""
+    if len(requests) > 1 and hasattr(backend, "generate_many"):
+        # Greedy requests in one call, sampled ones in another: once any row of a batch samples with top-p, vLLM's
+        # CPU sampler sorts every row over the whole vocabulary, greedy rows included.
+        out: list[Any] = [None] * len(requests)
+        for group in ([i for i, r in enumerate(requests) if r[1].temperature == 0],
+                      [i for i, r in enumerate(requests) if r[1].temperature != 0]):
+            for i, generations in zip(group, backend.generate_many([requests[i] for i in group]) if group else []):
+                out[i] = generations
+        return out
+    out = []
+    for prompts, sampling, adapter in requests:
+        with prompts_per_batch_for(backend, sampling.n):
+            out.append(backend.generate(prompts, sampling, **({"adapter": adapter} if adapter else {})))
+    return out
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -10,12 +10,14 @@ training rows) ship in ``eval/data/`` and load offline; their hub copies stay re
 from __future__ import annotations
 
 import csv
+import os
 import hashlib
 import io
 import json
 import math
 import random
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,9 @@ def read_rows(path: str | Path) -> list[dict]:
         raise InputError(f"no such data file: {path}")
     if path.suffix == ".parquet":
         return read_parquet(path)
-    text = read_text(path, hint="a data file is UTF-8 jsonl, json, csv or parquet")
+    # Excel's "CSV UTF-8" (and some editors) begin the file with a byte-order mark, which would hide the first
+    # column's name (or break the first JSON line)
+    text = read_text(path, hint="a data file is UTF-8 jsonl, json, csv or parquet").removeprefix("\ufeff")
     if path.suffix == ".csv":
         return _csv_rows(path, text)
     if path.suffix == ".json":
@@ -111,7 +115,14 @@ def _check_rows(rows: list, columns: dict[str, tuple[type, ...]], source: str) -
 def _hub_rows(name: str, config: str, split: str) -> list[dict]:
     import datasets
 
-    return list(datasets.load_dataset(name, config, split=split))
+    try:
+        return list(datasets.load_dataset(name, config, split=split))
+    except Exception as err:  # noqa: BLE001 - offline, a mistyped id, a missing split: one line naming the data set
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        offline = " (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set: only cached data sets can be read)" if any(
+            os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")) else ""
+        raise InputError(f"hub data set {name}" + (f" ({config})" if config else "") + f", split {split}: could not be "
+                         f"read: {type(err).__name__}: {first}{offline}") from None
 
 
 def _require(rows: list[dict], columns: tuple[str, ...], source: str) -> None:
@@ -436,6 +447,19 @@ TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_stat
 ROW_COLUMNS = ("prompt", "question", "answer", "id")  # what each GRPO row carries for every task
 
 
+def _check_text(row: dict, fields: tuple[str | None, ...], where: str) -> None:
+    """A field's text must be text a tokenizer can read: a lone surrogate (a broken decode) is named here, not
+    found inside the tokenizer after the model has loaded."""
+    for name in fields:
+        value = row.get(name) if name else None
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InputError(f"{where}: its {name} holds {value[err.start]!r} at character {err.start + 1}, "
+                                 "which is not text (a lone surrogate: the file was decoded wrongly)") from None
+
+
 def _rows_problems(task: Task, rows: list[dict], source: str, prefix: str = "") -> list[Problem]:
     gold_field = task.answer.split(":", 1)[1] if task.answer.startswith("boxed:") else task.answer
     _check_rows(rows, {task.question: (str,), gold_field: (str, int, float)}, source)
@@ -443,6 +467,11 @@ def _rows_problems(task: Task, rows: list[dict], source: str, prefix: str = "") 
     out, seen = [], {}
     for i, row in enumerate(rows):
         where = f"{source}: row {i + 1}"
+        if task.id and row.get(task.id) is not None and (not isinstance(row[task.id], (str, int))
+                                                        or isinstance(row[task.id], bool)):
+            raise InputError(f"{where}: its id ({task.id}) is {type(row[task.id]).__name__} "
+                             f"{str(row[task.id])[:30]!r}; an id is a text or a whole number")
+        _check_text(row, (task.question, task.solution), where)
         if task.id and row.get(task.id) is not None:
             if row[task.id] in seen:
                 raise InputError(f"{where}: id {row[task.id]!r} again (first in row {seen[row[task.id]]}); ids must be "
@@ -455,7 +484,13 @@ def _rows_problems(task: Task, rows: list[dict], source: str, prefix: str = "") 
         if task.own:  # your task's other fields reach your reward functions as keyword arguments
             columns = {k: v for k, v in row.items() if k not in used and isinstance(k, str) and k.isidentifier()
                        and k not in ROW_COLUMNS + TRL_REWARD_KEYWORDS and (v is None or isinstance(v, (str, int, float, bool)))}
-        out.append(Problem(ident, row[task.question], _gold(task, row, where),
+        gold = _gold(task, row, where)
+        odd = [c for c in gold if not c.isascii() and unicodedata.numeric(c, None) is not None]
+        if task.grader == "numeric" and odd:
+            raise InputError(f"{where}: its gold {gold[:30]!r} writes a number with {odd[0]!r}, which no answer "
+                             "extracted as a number can equal: write it in ASCII digits (1/2, 2^2), or set the task's "
+                             "grader to math or exact")
+        out.append(Problem(ident, row[task.question], gold,
                            str(row.get(task.solution) or "") if task.solution else "", task.instruction,
                            task.grader, columns))
     return out
@@ -540,6 +575,12 @@ def task_from_spec(name: str, spec: Any, base_dir: str | Path | None = None) -> 
     if spec.get("heldout") and (train_file or spec.get("train_split")):
         raise InputError(f"task {name}: heldout splits one file in two; with train_file or train_split the two are "
                          "already apart")
+    if file and train_file == file:
+        raise InputError(f"task {name}: train_file is its file ({spec.get('file')}): training would read the evaluation "
+                         "rows; give training rows a file of their own, or set heldout: N to split this one")
+    if hub and spec.get("train_split") and spec.get("train_split") == (spec.get("split") or "test"):
+        raise InputError(f"task {name}: train_split is its split ({spec['train_split']}): training would read the "
+                         "evaluation rows; name another split, or set heldout: N to split this one")
     grader = spec.get("grader") or "numeric"
     if is_reference(grader):
         grader = resolve_reference(grader, base_dir)
@@ -559,17 +600,12 @@ def task_from_spec(name: str, spec: Any, base_dir: str | Path | None = None) -> 
 
 def read_task_spec(path: str | Path) -> Any:
     """The mapping in a task YAML file (the same keys as a recipe's ``tasks`` entry)."""
-    import yaml
+    from aha.formats.yamlfile import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such task file: {path}")
-    try:
-        return yaml.safe_load(read_text(path, hint="a task file is UTF-8 YAML"))
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    except RecursionError:
-        raise InputError(f"{path}: YAML nested too deep to be a task") from None
+    return read_yaml(path, "task file")  # YAML 1.2, as recipes are read
 
 
 def read_task_file(path: str | Path) -> Task:

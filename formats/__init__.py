@@ -82,14 +82,12 @@ _TYPE_NAMES: dict[Any, str] = {str: "a string", (bool, type(None)): "true, false
 
 def load_format(path: str | Path) -> Format:
     """Read a format from a YAML file; any problem with it is one ValueError naming the file."""
-    import yaml
+    from .yamlfile import read_yaml
 
     try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"format file {path}: not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        raise InputError(f"format file {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        spec = read_yaml(path, "format file")
+    except InputError as err:
+        raise InputError(f"format file {err}" if str(err).startswith(str(path)) else str(err)) from None
     try:
         return format_from_dict(spec)
     except ValueError as err:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from aha.formats import InputError
+from aha.rewards.references import USER_CODE_TIMEOUT
 
 
 class UsageError(InputError):
@@ -78,6 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aha.eval import Sampling, load_task
     from aha.eval.backends import check_adapter_folder
     from aha.eval.files import FolderLock
+    from aha.eval.grading import test_grader
+    from aha.rewards import set_user_code_timeout
     from aha.eval.runner import check_resumable
     from aha.eval.tasks import longest_first, read_task_file
     from aha.formats import get_format
@@ -86,6 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .config.schema import SEED_MAX, ModelConfig
     from .config.validate import check_model_exists
 
+    set_user_code_timeout(args.user_code_timeout)
     fmt = get_format(args.format)  # check cheap arguments before any model loads
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, min_p=args.min_p, n=args.n, seed=args.seed)
@@ -104,6 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err).replace("model.name: ", "--model: ").replace("model.gguf_file: ", "--gguf-file: "))
     check_context(args.model, args.gguf_file, problems, fmt, args.max_new_tokens)
+    test_grader(problems, f"--task {args.task}")  # your grader, on its own gold, before the model loads
     adapters = args.adapter or [None]
     for adapter in args.adapter or []:
         check_adapter_folder(adapter)
@@ -133,7 +139,6 @@ def _evaluate_all(args: argparse.Namespace, problems: list, fmt, runs: list, ada
                   meta: dict) -> int:
     from aha.eval import HFBackend, VLLMBackend, evaluate, load_model
     from aha.eval import metrics as names
-    from aha.eval.backends import prompts_per_batch_for
 
     from .config.schema import ModelConfig
     from .training.models import prepare_base
@@ -149,9 +154,8 @@ def _evaluate_all(args: argparse.Namespace, problems: list, fmt, runs: list, ada
             backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
         for how, sub in runs:
             out = Path(args.out) / (Path(adapter).name if adapter and len(adapters) > 1 else "") / sub
-            with prompts_per_batch_for(backend, how.n):
-                summary = evaluate(backend, problems, out, fmt, how, adapter=adapter if args.backend == "vllm" else None,
-                                   meta={**meta, "adapter": adapter})
+            summary = evaluate(backend, problems, out, fmt, how, adapter=adapter if args.backend == "vllm" else None,
+                               meta={**meta, "adapter": adapter})  # a sampled batch shrinks by its samples there
             r, k = summary["results"], how.n
             if k > 1:
                 low, high = r[names.interval(names.pass_at(1, "strict"))]
@@ -227,14 +231,17 @@ def check_context(model: str, gguf_file: str | None, problems: list, fmt, max_ne
     positions the model never saw, for as long as it is asked to."""
     from transformers import AutoTokenizer
 
-    from .config.schema import ModelConfig
+    from .config.schema import BUILTIN_CONTEXT, ModelConfig
     from .config.validate import model_config
+    from .training.models import tokenizer_only
 
     config = model_config(ModelConfig(name=model, gguf_file=gguf_file), None)
-    limit = getattr(config, "max_position_embeddings", None) if config is not None else None
+    limit = BUILTIN_CONTEXT.get(model) or (getattr(config, "max_position_embeddings", None) if config is not None else None)
     if not isinstance(limit, int) or max_new_tokens < limit // 2:
         return  # tokenizing every prompt is only worth it near the limit
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = tokenizer_only(ModelConfig(name=model)) if model in BUILTIN_CONTEXT else AutoTokenizer.from_pretrained(model)
+    if tokenizer is None:
+        return
     longest = max(len(tokenizer(fmt.build_prompt(tokenizer, p.question, p.instruction), add_special_tokens=False)
                       ["input_ids"]) for p in problems)
     if longest + max_new_tokens > limit:
@@ -431,6 +438,7 @@ def cmd_vllm_serve(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Sample the policy GRPO would start from, as GRPO samples, and say whether GRPO can learn."""
     from aha.eval.backends import check_adapter_folder
+    from aha.eval.grading import test_grader
     from aha.formats import get_format
 
     from .api import find_recipe, load_recipe
@@ -465,6 +473,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
     return value
 
 
@@ -506,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--longest", action="store_true", help="with --limit: the N problems with the longest questions, "
                     "not the first N (as a recipe's eval task with longest: true)")
     ev.add_argument("--level", type=int, default=1, help="arith difficulty (1-3)")
+    ev.add_argument("--user-code-timeout", type=_positive_seconds, default=USER_CODE_TIMEOUT,
+                    help="seconds one call of your grader may take (a recipe's user_code_timeout)")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     ev.add_argument("--top-p", type=float, default=1.0)
@@ -526,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--metric", default="lenient", choices=choices_of(EvalConfig, "metric"))
     cmp.add_argument("--out", help="report folder (default: the AFTER folder; needed for several pairs)")
     cmp.add_argument("--allow-mixed", action="store_true",
-                     help="pair evaluations of two engines (--backend) or lengths (--max-new-tokens); said in the report")
+                     help="pair evaluations of two engines (--backend), lengths (--max-new-tokens) or graders; said "
+                          "in the report")
     cmp.set_defaults(func=cmd_compare)
 
     run = sub.add_parser("run", help="run a recipe: eval -> SFT -> GRPO -> eval -> compare -> export")

@@ -15,12 +15,13 @@ from .layers import (
 )
 from .mathverify import math_equal
 from .model import RewardModel
-from .references import UserReward, is_reference, load_function
+from .references import UserCodeError, UserReward, call_bounded, is_reference, load_function, set_user_code_timeout
 from .registry import (PUBLISHED_NAMES, PUBLISHED_RECIPES, Reward, get_reward, published_rewards, reward_kind,
                        reward_names, reward_options)
 
 __all__ = [
-    "KINDS", "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "RewardModel", "UserReward", "is_reference",
+    "KINDS", "LAYERS", "Layer", "PUBLISHED_NAMES", "PUBLISHED_RECIPES", "Reward", "RewardModel", "UserCodeError", "UserReward",
+    "call_bounded", "is_reference", "set_user_code_timeout",
     "load_function", "check_answer_exact", "check_answer_numeric",
     "check_dapo_answer", "check_integer", "check_math_verify", "check_number", "completion_text", "explain",
     "format_approximate", "format_exact", "get_reward", "length_penalty", "math_equal", "published_rewards",

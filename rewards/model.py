@@ -16,6 +16,7 @@ from typing import Any
 from aha.formats import InputError
 
 from .core import as_batch, completion_text
+from .references import call_bounded
 
 
 def training_device() -> Any:
@@ -39,7 +40,11 @@ class RewardModel:
             raise InputError(f"reward_model batch_size must be a positive integer, not {batch_size!r}")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
             raise InputError(f"reward_model max_length must be a positive integer, not {max_length!r}")
-        self.model_name, self.normalize, self.batch_size, self.max_length = model, bool(normalize), batch_size, max_length
+        if not isinstance(normalize, bool):  # "false" in YAML quotes would read as true
+            raise InputError(f"reward_model normalize must be true or false, not {normalize!r}")
+        if label is not None and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
+            raise InputError(f"reward_model label must be a label's index (0, 1, ...), not {label!r}")
+        self.model_name, self.normalize, self.batch_size, self.max_length = model, normalize, batch_size, max_length
         self.label = label
         self.__name__ = self.__qualname__ = "reward_model"
         self.errors = 0
@@ -54,10 +59,17 @@ class RewardModel:
 
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-                    model = AutoModelForSequenceClassification.from_pretrained(self.model_name)
+                    model, loading = AutoModelForSequenceClassification.from_pretrained(self.model_name,
+                                                                                        output_loading_info=True)
                 except (OSError, ValueError) as err:
                     raise InputError(f"reward_model {self.model_name}: cannot load a sequence-classification model "
                                      f"({str(err).splitlines()[0]})") from None
+                # A causal LM loads as a classifier too, with a score head of random weights: its scores mean nothing.
+                untrained = sorted(loading.get("missing_keys") or [])
+                if untrained:
+                    raise InputError(f"reward_model {self.model_name}: {', '.join(untrained[:3])} not in the checkpoint "
+                                     f"(its architectures: {', '.join(model.config.architectures or ['none said'])}): "
+                                     "a reward model is a sequence classifier trained as one, not a language model")
                 labels = model.config.num_labels
                 if self.label is None and labels != 1:
                     raise InputError(f"reward_model {self.model_name} has {labels} labels: say which one is the reward "
@@ -101,8 +113,11 @@ class RewardModel:
         for start in range(0, len(inputs), self.batch_size):
             encoded = tokenizer(inputs[start:start + self.batch_size], return_tensors="pt", padding=True,
                                 truncation=True, max_length=self.max_length, add_special_tokens=False)
-            with torch.no_grad():
-                logits = model(**encoded.to(model.device)).logits.float()
+            def forward(encoded: Any = encoded) -> Any:
+                with torch.no_grad():  # grad mode is per thread: set where the forward runs
+                    return model(**encoded.to(model.device)).logits.float()
+
+            logits = call_bounded(f"reward_model {self.model_name}", forward)
             values = logits[:, self.label or 0]
             if self.normalize:
                 values = torch.sigmoid(values)

@@ -11,11 +11,13 @@ TRL's signature, errors counted per completion, picklable by reference.
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import math
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +30,76 @@ from .core import KINDS, log
 
 _LOADED: dict[str, Callable[..., Any]] = {}
 _LOCK = threading.Lock()
+USER_CODE_TIMEOUT = 120.0  # seconds one call of your code may take, unless a recipe's user_code_timeout says
+_limit = {"seconds": USER_CODE_TIMEOUT}
+_in_user_code = threading.local()
+_real_exit = os._exit
+
+
+class UserCodeError(InputError):
+    """Your code ran over its time or tried to end the process: the run stops, naming the call."""
+
+
+class _ExitInUserCode(BaseException):  # not an Exception: your code's ``except Exception`` does not swallow it
+    def __init__(self, code: Any):
+        super().__init__(code)
+        self.code = code
+
+
+def _guarded_exit(code: int = 0) -> None:
+    """``os._exit`` as aha's processes see it: inside your code it is refused (the run, not your function, decides
+    how the process ends); anywhere else it is the real one."""
+    if getattr(_in_user_code, "active", False):
+        raise _ExitInUserCode(code)
+    _real_exit(code)
+
+
+def set_user_code_timeout(seconds: float) -> None:
+    """The longest one call of your code may take in this process (a recipe's ``user_code_timeout``)."""
+    _limit["seconds"] = float(seconds)
+
+
+def call_bounded(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` for code of yours (a reward function, a grader, a reward model's batch), bounded:
+    a call that runs past the time limit, or that calls ``sys.exit``/``os._exit``, is a :class:`UserCodeError`
+    naming ``what``; whatever else it raises is raised here, as if called directly.
+
+    >>> call_bounded("reward short", lambda xs: [len(x) for x in xs], ["ab"])
+    [2]
+    >>> import sys
+    >>> try:
+    ...     call_bounded("grader mine", sys.exit, 0)
+    ... except UserCodeError as err:
+    ...     print(err)
+    grader mine: called exit(0) inside a call: your code may not end the run (raise an exception to refuse)
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        _in_user_code.active = True
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except (SystemExit, _ExitInUserCode) as err:
+            box["exit"] = err.code
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, as a direct call would raise it
+            box["error"] = err
+
+    os._exit = _guarded_exit  # idempotent; only a thread running your code is refused
+    seconds = _limit["seconds"]
+    # A daemon thread: one that never returns (a network call with no timeout) cannot keep the process alive.
+    thread = threading.Thread(target=target, name="aha-user-code", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise UserCodeError(f"{what}: one call ran over {seconds:g} s and was abandoned (a network call with no "
+                            "timeout, or a judge that never answers?); make it return sooner, or raise "
+                            "user_code_timeout in the recipe")
+    if "exit" in box:
+        raise UserCodeError(f"{what}: called exit({box['exit']!r}) inside a call: your code may not end the run "
+                            "(raise an exception to refuse)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def is_reference(name: Any) -> bool:
@@ -95,9 +167,81 @@ def check_reference(name: str) -> Path:
     return path
 
 
+def _module_file(root: Path, parts: list[str]) -> list[Path]:
+    """The files importing ``parts`` from ``root`` runs (each package's ``__init__.py`` on the way); none when
+    it is not found there."""
+    files, here = [], root
+    for i, part in enumerate(parts):
+        here, last = here / part, i == len(parts) - 1
+        if (here / "__init__.py").is_file():
+            files.append(here / "__init__.py")
+        elif last and here.with_suffix(".py").is_file():
+            files.append(here.with_suffix(".py"))
+        elif not here.is_dir():
+            return files if last else []  # the last name may be a function of the package, not a module
+    return files
+
+
+def local_files(path: Path, roots: list[Path] | None = None) -> list[Path]:
+    """``path`` and every file of yours it imports, directly or not: modules found beside it (or under ``roots``),
+    packages' ``__init__.py`` included; installed packages and the standard library are not yours. Found by
+    reading the files, not running them."""
+    path = path.resolve()
+    roots = [r.resolve() for r in (roots or [])] or [path.parent]
+    seen: dict[Path, None] = {}
+    todo = [path]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen[current] = None
+        try:
+            tree = ast.parse(current.read_text(encoding="utf-8"), filename=str(current))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue  # the reference check names a file that does not parse; here it only has no imports
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                wanted = [(a.name.split("."), None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = current.parent
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.parent
+                head = node.module.split(".") if node.module else []
+                wanted = [(head + [a.name], base if node.level else None) for a in node.names] + (
+                    [(head, base if node.level else None)] if head else [])
+            else:
+                continue
+            for parts, relative_to in wanted:
+                for root in [relative_to] if relative_to is not None else roots:
+                    todo.extend(_module_file(root, parts))
+    return sorted(seen)
+
+
+def reference_files(name: str) -> list[Path]:
+    """Every file of yours that importing a reference runs: its file, the local modules it imports and, for a
+    module reference, its packages' ``__init__.py``."""
+    path = reference_file(name)
+    where = name.split(":")[0]
+    if where.endswith(".py"):
+        return local_files(path, [path.parent, Path.cwd()])
+    parts, root = where.split("."), path.parent
+    for _ in range(len(parts) if path.name == "__init__.py" else len(parts) - 1):
+        root = root.parent  # the Python path entry the module was found under
+    return sorted({f for module in _module_file(root, parts) for f in local_files(module, [root])})
+
+
 def source_digest(name: str) -> str:
-    """The sha256 of the file a reference names (what a run records; a changed file is refused)."""
-    return hashlib.sha256(reference_file(name).read_bytes()).hexdigest()
+    """The sha256 of the file a reference names and of every local module it imports (what a run records: a
+    changed file is refused). A file that imports nothing of yours hashes as its bytes alone."""
+    files = sorted({f.resolve() for f in reference_files(name)})
+    main = reference_file(name).resolve()
+    if files == [main]:
+        return hashlib.sha256(main.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(main.parent) if f.is_relative_to(main.parent) else f).encode() + b"\0")
+        digest.update(f.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def load_function(name: str) -> Callable[..., Any]:
@@ -113,9 +257,11 @@ def load_function(name: str) -> Callable[..., Any]:
                 spec = importlib.util.spec_from_file_location(module_name, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[module_name] = module
-                spec.loader.exec_module(module)
+                call_bounded(f"{name}: importing {path}", spec.loader.exec_module, module)
             else:
-                module = importlib.import_module(where)
+                module = call_bounded(f"{name}: importing {path}", importlib.import_module, where)
+        except UserCodeError:
+            raise
         except Exception as err:  # noqa: BLE001 - the user's file: whatever it raises is one line naming it
             raise InputError(f"{name}: importing {path} raised {type(err).__name__}: {err}") from None
         fn = getattr(module, attr, None)
@@ -163,6 +309,33 @@ def checked_scores(values: Any, count: int) -> list[float | None]:
     return [_number(v) for v in values]
 
 
+def check_options(fn: Callable[..., Any], options: dict[str, Any], what: str) -> None:
+    """Each option must name one of the function's parameters: ``**kwargs`` (which TRL's columns need) does not
+    count, so a misspelt option is refused rather than lost; a function that takes any option says so with
+    ``fn.accepts_any_option = True``.
+
+    >>> def close(completions, answer, tolerance=0.05, **kwargs): ...
+    >>> check_options(close, {"tolerence": 0.1}, "reward close")
+    Traceback (most recent call last):
+    ...
+    aha.formats.errors.InputError: reward close: no parameter named 'tolerence' (its options: answer, tolerance; a function that takes any option sets fn.accepts_any_option = True)
+    """
+    if not options or getattr(fn, "accepts_any_option", False):
+        return
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return  # a builtin or C function: nothing to read
+    named = [p for p, v in parameters.items() if v.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                             inspect.Parameter.KEYWORD_ONLY)]
+    takes = [p for p in named if p not in ("completions", "prompts", "completion_ids", "trainer_state", "log_metric")]
+    unknown = [k for k in options if k not in named]
+    if unknown:
+        raise InputError(f"{what}: no parameter named {', '.join(map(repr, unknown))} (its options: "
+                         f"{', '.join(takes) or 'none'}; a function that takes any option sets "
+                         "fn.accepts_any_option = True)")
+
+
 class UserReward:
     """A reward function of the user's, with what a built-in layer gets: TRL's signature
     (``fn(completions, **columns)``; TRL also passes ``prompts``, ``completion_ids``,
@@ -188,6 +361,7 @@ class UserReward:
         self._fn = load_function(function) if isinstance(function, str) else function
         self.options = dict(options or {})
         self.__name__ = self.__qualname__ = name or getattr(self._fn, "__name__", type(self._fn).__name__)
+        check_options(self._fn, self.options, f"reward {self.__name__}")
         self.kind = getattr(self._fn, "kind", "other")  # your function may say what it scores: fn.kind = "format"
         if self.kind not in KINDS:
             raise InputError(f"reward {self.__name__}: its kind attribute must be one of {', '.join(KINDS)}, "
@@ -198,12 +372,20 @@ class UserReward:
         self._said = False
 
     def _call(self, completions: list[Any], columns: dict[str, Any]) -> list[float | None]:
-        return checked_scores(self._fn(completions=completions, **{**columns, **self.options}), len(completions))
+        # Copies: what your function does to its arguments cannot change what the next reward sees.
+        # (the data only: TRL's trainer_state and log_metric are passed as they are)
+        completions = copy.deepcopy(completions)
+        columns = {k: copy.deepcopy(v) if isinstance(v, (list, tuple, dict)) else v for k, v in columns.items()}
+        values = call_bounded(f"reward {self.__name__}", self._fn, completions=completions,
+                              **{**columns, **self.options})
+        return checked_scores(values, len(completions))
 
     def __call__(self, completions: Any = None, **columns: Any) -> list[float | None]:
         completions = list(completions or [])
         try:
             return self._call(completions, columns)
+        except UserCodeError:
+            raise  # over time, or an exit: the run stops (scoring one by one would only repeat it)
         except Exception as err:  # noqa: BLE001 - scored one by one below; every failure counted
             first_error = err
         scores, failed = [], 0
@@ -212,6 +394,8 @@ class UserReward:
                    for k, v in columns.items()}
             try:
                 scores.append(self._call([completion], one)[0])
+            except UserCodeError:
+                raise
             except Exception:  # noqa: BLE001 - counted, never silent
                 scores.append(None)
                 failed += 1
@@ -250,7 +434,9 @@ def test_call(fn: Callable[..., Any], what: str, completions: list[str], columns
         if isinstance(fn, UserReward):
             fn._call(completions, keywords)  # as it scores in training, without the scoring one at a time
         else:
-            checked_scores(fn(completions=completions, **keywords), n)
+            checked_scores(call_bounded(what, fn, completions=completions, **keywords), n)
+    except UserCodeError:
+        raise
     except TypeError as err:
         hint = (" (TRL passes prompts, completions, completion_ids, trainer_state, log_metric and the dataset's "
                 f"columns {', '.join(sorted(set(columns) - {'prompt'}))} as keywords: give the function **kwargs)"

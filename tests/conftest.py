@@ -164,3 +164,9 @@ class StageChecks:
 @pytest.fixture
 def stage_checks():
     return StageChecks
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``first`` (the longest, the GPU recipes' rehearsals) run before all others, so on two workers
+    a half-hour test never starts last and runs alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: otherwise as collected

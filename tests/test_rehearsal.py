@@ -95,17 +95,7 @@ def _check_rehearsed(recipe: str, out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [r for r in GPU_RECIPES if "gsm8k" in r])
-def test_every_shipped_gsm8k_recipe_runs_whole_in_its_rehearsal(recipe, tmp_path):
-    """Every stage of the recipe, as shipped except the counts, on its model's twin; evaluation on vLLM's
-    CPU build sized as the GPU run's engine, on each task's longest prompt with the recipe's own
-    max_new_tokens, the export merged and verified in a fresh process."""
-    out = tmp_path / "run"
-    assert main(["run", recipe, "--rehearse", "--out", str(out)]) == 0
-    _check_rehearsed(recipe, out)
-
-
-@pytest.mark.slow
+@pytest.mark.first
 def test_the_dapo_recipes_run_whole_in_their_rehearsals(tmp_path):
     """qwen3-4b-dapo and qwen3-4b-dapo-rft, each whole. The RFT recipe differs only in its trainer, so it starts
     from the GRPO recipe's rehearsal stopped after its preflight (a run stopped there resumes as the RFT recipe,
@@ -121,3 +111,15 @@ def test_the_dapo_recipes_run_whole_in_their_rehearsals(tmp_path):
     assert main(["run", "qwen3-4b-dapo-rft", "--rehearse", "--out", str(rft)]) == 0
     _check_rehearsed("qwen3-4b-dapo-rft", rft)
     assert (rft / "rft" / "round-1" / "kept.json").is_file() and not (rft / "grpo").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.first
+@pytest.mark.parametrize("recipe", [r for r in GPU_RECIPES if "gsm8k" in r])
+def test_every_shipped_gsm8k_recipe_runs_whole_in_its_rehearsal(recipe, tmp_path):
+    """Every stage of the recipe, as shipped except the counts, on its model's twin; evaluation on vLLM's
+    CPU build sized as the GPU run's engine, on each task's longest prompt with the recipe's own
+    max_new_tokens, the export merged and verified in a fresh process."""
+    out = tmp_path / "run"
+    assert main(["run", recipe, "--rehearse", "--out", str(out)]) == 0
+    _check_rehearsed(recipe, out)

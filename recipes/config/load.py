@@ -9,7 +9,6 @@ YAML 1.2 has two booleans, ``true`` and ``false``: ``off``, ``no`` and ``on`` ar
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +16,9 @@ from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
+
+from aha.formats import InputError
+from aha.formats import yamlfile
 
 from .schema import TRL_CLASS, EvalTask, GRPOStage, Recipe, RecipeError, RewardSpec, SFTStage, explain
 from .trl_args import check_trl_value, trl_class
@@ -32,59 +34,16 @@ _REFUSED = {"push_to_hub": "aha publishes through export.push_to_hub (one way to
             "hub_model_id": "aha publishes through export.push_to_hub"}
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with YAML 1.2's core schema for plain scalars: booleans are true and
-    false only, ``5e-6`` is a number, ``012`` is twelve, ``2026-12-07`` stays text."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in {"bool", "int", "float",
-                                                                                   "timestamp"}]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
-def _int12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = node.value.lower()
-    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
-    base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
-    return sign * int(digits[2:] if base != 10 else digits, base)
-
-
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                                    list("-+0123456789"))
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _int12)
-
-
 def parse_yaml(text: str) -> Any:
-    """YAML 1.2 text as Python values.
+    """YAML 1.2 text as Python values (:func:`aha.formats.yamlfile.parse_yaml`), a problem as a RecipeError.
 
     >>> parse_yaml("[off, true, 5e-6, 012, 0x1f, 2026-12-07, .nan]")[:6]
     ['off', True, 5e-06, 12, 31, '2026-12-07']
     """
-    value = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
-    _refuse_cycles(value)
-    return value
-
-
-def _refuse_cycles(value: Any, inside: tuple[int, ...] = ()) -> None:
-    """A YAML alias that refers to its own anchor (``a: &x [*x]``) builds a list that holds itself:
-    no recipe value is that, and reading it would recurse without end.
-
-    >>> _refuse_cycles(yaml.safe_load("{a: &x [1, 2], b: *x}"))  # a shared alias is fine
-    >>> _refuse_cycles(yaml.safe_load("a: &x [1, *x]"))
-    Traceback (most recent call last):
-    ...
-    aha.recipes.config.schema.RecipeError: a YAML alias refers to its own anchor (a value that holds itself); write the value out
-    """
-    if isinstance(value, (dict, list)):
-        if id(value) in inside:
-            raise RecipeError("a YAML alias refers to its own anchor (a value that holds itself); write the value out")
-        for item in value.values() if isinstance(value, dict) else value:
-            _refuse_cycles(item, (*inside, id(value)))
+    try:
+        return yamlfile.parse_yaml(text)
+    except InputError as err:
+        raise RecipeError(str(err)) from None
 
 
 def as_today(stored: dict[str, Any]) -> dict[str, Any]:
@@ -117,11 +76,9 @@ def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> di
     if not path.is_file():
         raise RecipeError(f"no such recipe file: {path}")
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not UTF-8 text, so not a recipe") from None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        data = yamlfile.read_yaml(path, "recipe") or {}
+    except InputError as err:
+        raise RecipeError(str(err)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections, not {type(data).__name__}")
     data.setdefault("name", path.stem)

@@ -389,6 +389,9 @@ class Recipe:
                                     "hold question, answer, solution, id; instruction; grader; train_file, train_split "
                                     "or heldout for training rows) or a task YAML file; data.task, sft.task and "
                                     "eval.tasks may name them", factory=dict)
+    user_code_timeout: StrictFloat = setting(
+        120.0, gt=0, help="seconds one call of your own code may take (a reward function's batch, a grader's verdict, "
+        "a reward model's batch); past it the run stops, naming the call")
     source_dir: Path | None = derived("the folder the recipe was read from: its relative paths resolve there")
 
     def to_dict(self) -> dict[str, Any]:

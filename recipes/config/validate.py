@@ -13,8 +13,8 @@ from typing import Any
 from .machine import (BACKENDS, TRL_KL_REFERENCE, backends_that, device_capability, dtype_problem, llama_cpp_problem,
                       pick_backend, resolve_dtype, unverified_versions, world_size)
 from .schema import (
-    BUILTIN_CONTEXT, BUILTIN_MODELS, ModelConfig, Recipe, RecipeError, find_task, resolve_path,
-    unsloth_refusal,
+    BUILTIN_CONTEXT, BUILTIN_MODELS, TWIN_PREFIX, TWINS_FOLDER, ModelConfig, Recipe, RecipeError, find_task,
+    resolve_path, unsloth_refusal,
 )
 
 
@@ -271,10 +271,12 @@ def check_target_modules(recipe: Recipe, config: Any) -> None:
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise RecipeError(f"lora.target_modules must name at least one linear layer (such as q_proj, v_proj), not "
                           f"{targets!r}")
-    if config is None:
-        return
     import torch
     from transformers import AutoModelForCausalLM
+
+    config = config if config is not None else builtin_architecture(recipe.model.name)
+    if config is None:
+        return
 
     try:
         with torch.device("meta"):
@@ -287,6 +289,22 @@ def check_target_modules(recipe: Recipe, config: Any) -> None:
     if unknown:
         raise RecipeError(f"lora.target_modules: {recipe.model.name} has no linear layer named "
                           f"{', '.join(map(repr, unknown))}; its linear layers: {', '.join(sorted(linear))}")
+
+
+def builtin_architecture(name: str) -> Any:
+    """A built-in model's architecture as a transformers config (its layer names, not its sizes), read
+    without building it; None for anything else."""
+    import json
+
+    from transformers import AutoConfig
+
+    if name.startswith(TWIN_PREFIX) and name in BUILTIN_MODELS:
+        kind = json.loads((TWINS_FOLDER / name.removeprefix(TWIN_PREFIX) / "config.json").read_text())["model_type"]
+    else:
+        kind = {"builtin:tiny-qwen3": "qwen3", "builtin:smollm2-135m-instruct": "llama"}.get(name)
+    small = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 64}  # the layer names, quickly
+    return AutoConfig.for_model(kind, **small) if kind else None
 
 
 def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
@@ -321,10 +339,15 @@ def check_model_exists(m: ModelConfig, base_dir: Path | None) -> None:
 def files_imported(recipe: Recipe) -> list[str]:
     """Every file of the user's that running this recipe imports (its code runs): reward functions
     and graders named by reference, each with where the recipe names it. Found without importing."""
-    from aha.rewards.references import is_reference, reference_file
+    from aha.rewards.references import is_reference, reference_file, reference_files
 
-    out = [f"{reference_file(spec.name)} (grpo.rewards[{i}]: {spec.name.split(':')[1]})"
-           for i, spec in enumerate(recipe.grpo.rewards) if spec.function is None and is_reference(spec.name)]
-    out += [f"{reference_file(spec['grader'])} (tasks.{name}.grader: {spec['grader'].split(':')[1]})"
-            for name, spec in recipe.tasks.items() if is_reference(spec.get("grader"))]
+    named = [(spec.name, f"grpo.rewards[{i}]") for i, spec in enumerate(recipe.grpo.rewards)
+             if spec.function is None and is_reference(spec.name)]
+    named += [(spec["grader"], f"tasks.{name}.grader") for name, spec in recipe.tasks.items()
+              if is_reference(spec.get("grader"))]
+    out = []
+    for reference, where in named:  # the named file, then what importing it also runs (its modules, packages)
+        main = reference_file(reference).resolve()
+        out.append(f"{main} ({where}: {reference.split(':')[1]})")
+        out += [f"{f} (imported by {main.name})" for f in reference_files(reference) if f != main]
     return out

@@ -9,10 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from aha.eval import Sampling, evaluate
+from aha.eval import Sampling
 from aha.eval import metrics as names
-from aha.eval.backends import prompts_per_batch_for
-from aha.eval.runner import SUMMARY_FILE
+from aha.eval.runner import SUMMARY_FILE, EvalJob, evaluate_together
 
 from ..config.schema import Recipe
 from ..config.trl_args import sampler
@@ -35,43 +34,45 @@ def avg_key(key: str, k: int) -> str:
 
 
 def evaluate_stage(ctx: Context) -> dict[str, Any]:
+    """Every task's evaluations (greedy; avg@k; GRPO-sampled), generated together: on vLLM they share one pass."""
     recipe = ctx.recipe
     adapter = ctx.stage.evaluates(ctx.run.dir, recipe)
     generator = ctx.backend.generator(adapter)  # bound to the adapter; meta records which
     meta = {"model": recipe.model.name, "stage": ctx.stage.name, "adapter": adapter}
     greedy = Sampling(max_new_tokens=recipe.eval.max_new_tokens, seed=recipe.seed)
-    written = []
-    tasks = {key: task for key, task in zip(eval_problems(recipe), recipe.eval.tasks)}
-    for key, problems in eval_problems(recipe).items():
-        r = evaluate(generator, problems, ctx.path(key), ctx.fmt, greedy, meta={**meta, "task": key})["results"]
-        log.info("%s %s: format %.1f%%, strict %.1f%%, lenient %.1f%%, truncated %.1f%% (%d problems)", ctx.stage.name,
-                 key, 100 * r[names.FORMAT_COMPLIANCE], 100 * r[names.accuracy("strict")],
-                 100 * r[names.accuracy("lenient")], 100 * r[names.TRUNCATION_RATE], r[names.PROBLEMS])
-        written.append(key)
-        task = tasks[key]
+    jobs: dict[str, tuple[EvalJob, int | None]] = {}  # folder -> (its evaluation, k for avg@k, 0 GRPO-sampled)
+    for (key, problems), task in zip(eval_problems(recipe).items(), recipe.eval.tasks):
+        jobs[key] = (EvalJob(problems, ctx.path(key), ctx.fmt, greedy, meta={**meta, "task": key}), None)
         if task.k > 1:  # small sets: k samples per problem at the task's own settings, for avg@k and its interval
             sampled = Sampling(max_new_tokens=recipe.eval.max_new_tokens, temperature=task.temperature,
                                top_p=task.top_p, n=task.k, seed=recipe.seed)
-            with prompts_per_batch_for(generator, task.k):
-                r = evaluate(generator, problems, ctx.path(avg_key(key, task.k)), ctx.fmt, sampled,
-                             meta={**meta, "task": key})["results"]
-            low, high = r[names.interval(names.pass_at(1, "strict"))]
-            log.info("%s %s: avg@%d strict %.1f%% [%.1f, %.1f], pass@%d %.1f%% (%d problems)", ctx.stage.name, key,
-                     task.k, 100 * r[names.pass_at(1, "strict")], 100 * low, 100 * high, task.k,
-                     100 * r[names.pass_at(task.k, "strict")], r[names.PROBLEMS])
-            written.append(avg_key(key, task.k))
+            jobs[avg_key(key, task.k)] = (EvalJob(problems, ctx.path(avg_key(key, task.k)), ctx.fmt, sampled,
+                                                  meta={**meta, "task": key}), task.k)
         if ctx.stage is not EVAL_BEFORE and recipe.eval.sampled_k:  # eval-before never reads GRPO's sampling
             # Training sharpens the sampled policy first: k answers per problem at GRPO's own sampling settings.
-            k = recipe.eval.sampled_k
-            sampled = sampler(recipe, recipe.eval.max_new_tokens, n=k, seed=recipe.seed)
-            with prompts_per_batch_for(generator, k):
-                r = evaluate(generator, problems[: recipe.eval.sampled_limit], ctx.path(key + SAMPLED_SUFFIX),
-                             ctx.fmt, sampled, meta={**meta, "task": key})["results"]
-            log.info("%s %s sampled (k=%d, temperature %g): mean pass rate strict %.1f%% (%d problems)",
-                     ctx.stage.name, key, k, sampled.temperature, 100 * r[names.pass_at(1, "strict")],
-                     r[names.PROBLEMS])
-            written.append(key + SAMPLED_SUFFIX)
-    return {"evaluations": written}
+            sampled = sampler(recipe, recipe.eval.max_new_tokens, n=recipe.eval.sampled_k, seed=recipe.seed)
+            jobs[key + SAMPLED_SUFFIX] = (EvalJob(problems[: recipe.eval.sampled_limit], ctx.path(key + SAMPLED_SUFFIX),
+                                                  ctx.fmt, sampled, meta={**meta, "task": key}), 0)
+    summaries = evaluate_together(generator, [job for job, _ in jobs.values()])
+    for (key, (job, k)), summary in zip(jobs.items(), summaries):
+        _log_result(ctx.stage.name, key, job, k, summary["results"])
+    return {"evaluations": list(jobs)}
+
+
+def _log_result(stage: str, key: str, job: EvalJob, k: int | None, r: dict[str, Any]) -> None:
+    if k is None:
+        log.info("%s %s: format %.1f%%, strict %.1f%%, lenient %.1f%%, truncated %.1f%% (%d problems)", stage, key,
+                 100 * r[names.FORMAT_COMPLIANCE], 100 * r[names.accuracy("strict")],
+                 100 * r[names.accuracy("lenient")], 100 * r[names.TRUNCATION_RATE], r[names.PROBLEMS])
+    elif k:
+        low, high = r[names.interval(names.pass_at(1, "strict"))]
+        log.info("%s %s: avg@%d strict %.1f%% [%.1f, %.1f], pass@%d %.1f%% (%d problems)", stage,
+                 key.rsplit("-avg@", 1)[0], k, 100 * r[names.pass_at(1, "strict")], 100 * low, 100 * high, k,
+                 100 * r[names.pass_at(k, "strict")], r[names.PROBLEMS])
+    else:
+        log.info("%s %s sampled (k=%d, temperature %g): mean pass rate strict %.1f%% (%d problems)", stage,
+                 key.removesuffix(SAMPLED_SUFFIX), job.sampling.n, job.sampling.temperature,
+                 100 * r[names.pass_at(1, "strict")], r[names.PROBLEMS])
 
 
 def _read_evaluations(run_dir: Path, record: dict[str, Any] | None, out: RunResults, stage: str) -> None:

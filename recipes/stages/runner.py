@@ -15,6 +15,7 @@ from typing import Any
 
 from aha.eval.files import LOCK_FILE, FolderLock
 from aha.formats import get_format
+from aha.rewards import set_user_code_timeout
 
 from ..config.machine import is_main, rank, world_size
 from ..config.schema import Recipe, RecipeError, resolve_path
@@ -101,6 +102,15 @@ def check_stage_names(recipe: Recipe, stop_after: str | None, restart_from: str 
     return stages
 
 
+def test_graders(recipe: Recipe) -> None:
+    from aha.eval.grading import test_grader
+
+    from ..training.data import eval_problems
+
+    for i, problems in enumerate(eval_problems(recipe).values()):
+        test_grader(problems, f"eval.tasks[{i}] {recipe.eval.tasks[i].task}")
+
+
 def check_engine_lengths(recipe: Recipe, fmt: Any) -> None:
     """A run whose engine has a length limit (Unsloth's or the hf backend's vLLM engine) meets every
     prompt against it with the real tokenizer before anything loads (``training.lengths``)."""
@@ -122,6 +132,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
     if not (Path(out_dir) / STATE_FILE).is_file():
         on_main(lambda: refuse_foreign_folder(Path(out_dir)))  # before the lock file goes into it
     fmt = get_format(resolve_path(recipe.format, recipe_dir))
+    set_user_code_timeout(recipe.user_code_timeout)
     finished = read_state(Path(out_dir), required=False).get("stages", {})
     trained_on_rewards = next((s for s in (GRPO.name, RFT.name) if s in stages), None)
     if trained_on_rewards and trained_on_rewards not in finished:
@@ -129,6 +140,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_dir: Path | None = No
 
         # your reward functions (and a reward model) called once on sample rows, before anything is written or loads
         on_main(lambda: test_rewards(recipe, fmt))
+    if any(BY_NAME[s].evaluates for s in stages if s not in finished):
+        on_main(lambda: test_graders(recipe))  # your graders, on their own gold, before anything loads
     if any(BY_NAME[s].needs_model for s in stages if s not in finished):
         on_main(lambda: check_engine_lengths(recipe, fmt))
     # One writer per run folder: the main process holds its lock for the whole run (refused at once if another holds it).

@@ -51,7 +51,8 @@ def _eval_command(ctx: Context, model: str, out: Path, limit: int, adapter: str 
                "--format", resolve_path(recipe.format, ctx.run.recipe_dir), "--limit", str(limit), "--seed",
                str(task.seed), "--level", str(task.level), "--max-new-tokens",
                str(recipe.eval.max_new_tokens), "--batch-size", str(recipe.eval.batch_size), "--dtype",
-               resolve_dtype(recipe.model.dtype), "--backend", VERIFY_ENGINE, "--out", str(out)]
+               resolve_dtype(recipe.model.dtype), "--backend", VERIFY_ENGINE, "--out", str(out),
+               "--user-code-timeout", str(recipe.user_code_timeout)]
     if task.path:
         command += ["--data", resolve_path(task.path, ctx.run.recipe_dir)]
     if task.longest:

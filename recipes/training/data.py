@@ -70,7 +70,9 @@ def training_problems(recipe: Recipe, stage: str = "grpo") -> list[Problem]:
     if len(kept) < len(problems):
         log.info("dropped %d training problems that are also evaluation problems", len(problems) - len(kept))
     if not kept:
-        raise RecipeError("no training problems left after removing the evaluation problems")
+        raise RecipeError(f"{stage}: task {name!r}: none of its {len(problems)} training problems is left after removing "
+                          f"the {len(evaluated)} evaluation problems (each is one of them, shares an id with one, or "
+                          "rewords one): give it training rows that are not evaluation problems")
     return kept
 
 

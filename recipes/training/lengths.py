@@ -104,4 +104,3 @@ def refuse_misfits(recipe: Recipe, fmt: Format, tokenizer: Any) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more: aha run --dry-run lists them)" if len(problems) > 1 else ""
         raise RecipeError(problems[0] + more)
-    return fits

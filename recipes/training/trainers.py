@@ -301,10 +301,14 @@ class RewardWatch(TrainerCallback):
             control.should_save = True
 
     def _watch_numbers(self, step: int, logs: dict[str, float], control: Any) -> None:
-        """A NaN or infinite loss or gradient norm poisons the weights from that step on (a known
-        failure of 16-bit GRPO): stop at once, save nothing more, and keep the last good checkpoint."""
-        bad = [f"{key} {logs[key]}" for key in ("loss", "grad_norm")
-               if isinstance(logs.get(key), (int, float)) and not math.isfinite(logs[key])]
+        """A NaN or infinite loss, gradient norm or reward (a weight that overflows the sum) poisons the weights
+        from that step on (a known failure of 16-bit GRPO): stop at once, save nothing more, and keep the last
+        good checkpoint."""
+        numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        bad = [f"{key} {numbers[key]}" for key in ("loss", "grad_norm", "reward", "reward_std")
+               if key in numbers and not math.isfinite(numbers[key])]
+        # a layer's own mean is NaN where it scored every completion None (TRL skips those): only inf is bad there
+        bad += [f"{key} {v}" for key, v in sorted(numbers.items()) if key.startswith("rewards/") and math.isinf(v)]
         if bad and self.diverged is None:
             self.diverged = (f"grpo stopped at step {step}: {' and '.join(bad)}; nothing from this step on was saved and "
                              "the last good checkpoint is kept (re-running resumes from it). Lower the learning rate, "

@@ -225,14 +225,26 @@ class _EngineGenerator:
         self._request: Any = None
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+        return self.generate_many([(prompts, sampling, adapter)])[0]
+
+    def generate_many(self, requests: list[tuple[list[str], Sampling, str | None]]) -> list[list[list[Generation]]]:
+        """Several requests in one call of the engine (``fast_generate`` is vLLM's ``LLM.generate``, which takes one
+        sampling setting per prompt): a stage's evaluations share one continuous batch."""
         model = self.owner.model
-        check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, engine_length(model, self.owner.recipe),
-                      "Unsloth's vLLM engine")
+        for prompts, sampling, _ in requests:
+            check_lengths(self.tokenizer, prompts, sampling.max_new_tokens, engine_length(model, self.owner.recipe),
+                          "Unsloth's vLLM engine")
         if self.adapter and self._request is None:
             self._request = model.load_lora(self.adapter)
-        outputs = model.fast_generate(prompts, sampling_params=vllm_sampling_params(sampling),
-                                      lora_request=self._request, use_tqdm=False)
-        return generations_from_vllm(outputs)
+        prompts = [p for texts, _, _ in requests for p in texts]
+        params = [vllm_sampling_params(sampling) for texts, sampling, _ in requests for _ in texts]
+        outputs = generations_from_vllm(model.fast_generate(prompts, sampling_params=params,
+                                                            lora_request=self._request, use_tqdm=False))
+        out = []
+        for texts, _, _ in requests:
+            out.append(outputs[:len(texts)])
+            outputs = outputs[len(texts):]
+        return out
 
 
 class _ModelGenerator:
