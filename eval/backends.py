@@ -299,6 +299,8 @@ class VLLMBackend:
                                 "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (default 300): set it higher, lower the batch "
                                 "size, or use the hf backend; re-running the same command resumes") from None
         generations, out = generations_from_vllm(outputs), []
+        if len(generations) != len(prompts):  # rows would shift into another evaluation's
+            raise EngineStalled(f"the vLLM engine answered {len(generations)} of {len(prompts)} prompts")
         for texts, _, _ in requests:
             out.append(generations[:len(texts)])
             generations = generations[len(texts):]

@@ -54,10 +54,12 @@ def paired_ids(before: str | Path, after: str | Path,
             raise InputError(f"{before} and {after} were not generated alike ({', '.join(mixed)}): a difference would "
                              "mix the engine's with the model's; evaluate both the same way, or pass --allow-mixed")
         graders = [str(f.get("grader", "numeric")) for f in (x, y)]  # the fingerprint names any other grader
-        if graders[0] != graders[1] and not allow_mixed:
-            raise InputError(f"{before} and {after} were graded differently ({graders[0]} vs {graders[1]}): a "
-                             "difference would be the graders' as much as the model's; grade both the same way, or "
-                             "pass --allow-mixed")
+        if graders[0] != graders[1]:
+            if not allow_mixed:
+                raise InputError(f"{before} and {after} were graded differently ({graders[0]} vs {graders[1]}): a "
+                                 "difference would be the graders' as much as the model's; grade both the same way, "
+                                 "or pass --allow-mixed")
+            mixed.append(f"grader {graders[0]} vs {graders[1]}")
         for key in ("format", "format_sha256", "sampling"):
             u, v = x.get(key), y.get(key)
             if key == "sampling" and allow_mixed and isinstance(u, dict) and isinstance(v, dict):

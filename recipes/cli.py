@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aha.formats import InputError
-from aha.rewards.references import USER_CODE_TIMEOUT
+from aha.rewards.references import USER_CODE_TIMEOUT, USER_CODE_TIMEOUT_MAX
 
 
 class UsageError(InputError):
@@ -438,8 +438,8 @@ def cmd_vllm_serve(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Sample the policy GRPO would start from, as GRPO samples, and say whether GRPO can learn."""
     from aha.eval.backends import check_adapter_folder
-    from aha.eval.grading import test_grader
     from aha.formats import get_format
+    from aha.rewards import set_user_code_timeout
 
     from .api import find_recipe, load_recipe
     from .config.schema import resolve_path
@@ -451,6 +451,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     path = find_recipe(args.recipe)
     recipe = load_recipe(path, args.set)
+    set_user_code_timeout(recipe.user_code_timeout)
     if args.adapter:
         check_adapter_folder(args.adapter)
     pick_backend(recipe.model.backend, recipe.model)
@@ -478,8 +479,9 @@ def _positive_int(text: str) -> int:
 
 def _positive_seconds(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    if not math.isfinite(value) or not 0 < value <= USER_CODE_TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {USER_CODE_TIMEOUT_MAX:g}, "
+                                         f"not {text}")
     return value
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import math
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -31,9 +32,11 @@ from .core import KINDS, log
 _LOADED: dict[str, Callable[..., Any]] = {}
 _LOCK = threading.Lock()
 USER_CODE_TIMEOUT = 120.0  # seconds one call of your code may take, unless a recipe's user_code_timeout says
+USER_CODE_TIMEOUT_MAX = 86_400.0  # a day: past it a timer cannot wait (and no call should)
 _limit = {"seconds": USER_CODE_TIMEOUT}
 _in_user_code = threading.local()
 _real_exit = os._exit
+_WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)  # not SIGALRM: libraries (math-verify) use that one themselves
 
 
 class UserCodeError(InputError):
@@ -46,6 +49,10 @@ class _ExitInUserCode(BaseException):  # not an Exception: your code's ``except 
         self.code = code
 
 
+class _OverTime(BaseException):  # raised in the main thread by the watchdog's signal
+    pass
+
+
 def _guarded_exit(code: int = 0) -> None:
     """``os._exit`` as aha's processes see it: inside your code it is refused (the run, not your function, decides
     how the process ends); anywhere else it is the real one."""
@@ -54,15 +61,25 @@ def _guarded_exit(code: int = 0) -> None:
     _real_exit(code)
 
 
+def _leave_user_code() -> None:
+    _in_user_code.active = False
+
+
+os.register_at_fork(after_in_child=_leave_user_code)  # a child your code forks ends as processes do
+
+
 def set_user_code_timeout(seconds: float) -> None:
     """The longest one call of your code may take in this process (a recipe's ``user_code_timeout``)."""
-    _limit["seconds"] = float(seconds)
+    _limit["seconds"] = min(float(seconds), USER_CODE_TIMEOUT_MAX)
 
 
 def call_bounded(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` for code of yours (a reward function, a grader, a reward model's batch), bounded:
     a call that runs past the time limit, or that calls ``sys.exit``/``os._exit``, is a :class:`UserCodeError`
-    naming ``what``; whatever else it raises is raised here, as if called directly.
+    naming ``what``; whatever else it raises is raised here, as if called directly. On the main thread your code
+    runs there (what it sets per thread, and libraries that need the main thread, work as in a plain call) and a
+    watchdog's signal stops a call past its time, a blocking wait included; elsewhere it runs in a thread of its
+    own that is abandoned past its time.
 
     >>> call_bounded("reward short", lambda xs: [len(x) for x in xs], ["ab"])
     [2]
@@ -73,6 +90,50 @@ def call_bounded(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
     ...     print(err)
     grader mine: called exit(0) inside a call: your code may not end the run (raise an exception to refuse)
     """
+    os._exit = _guarded_exit  # idempotent; only code of yours, running, is refused
+    seconds = _limit["seconds"]
+    over = (f"{what}: one call ran over {seconds:g} s and was stopped (a network call with no timeout, or a judge "
+            "that never answers?); make it return sooner, or raise user_code_timeout in the recipe")
+
+    def exited(code: Any) -> str:
+        return f"{what}: called exit({code!r}) inside a call: your code may not end the run (raise an exception to refuse)"
+
+    if threading.current_thread() is not threading.main_thread() or _WATCHDOG_SIGNAL is None:
+        return _call_in_thread(fn, args, kwargs, seconds, over, exited)
+    fired, done = threading.Event(), threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        if not done.wait(seconds):
+            fired.set()
+            signal.pthread_kill(main, _WATCHDOG_SIGNAL)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if getattr(_in_user_code, "active", False):
+            raise _OverTime()
+
+    previous = signal.signal(_WATCHDOG_SIGNAL, on_signal)
+    watchdog = threading.Thread(target=watch, name="aha-user-code-watchdog", daemon=True)
+    _in_user_code.active = True
+    watchdog.start()
+    try:
+        value = fn(*args, **kwargs)
+    except _OverTime:
+        raise UserCodeError(over) from None
+    except (SystemExit, _ExitInUserCode) as err:
+        raise UserCodeError(exited(err.code)) from None
+    finally:
+        _in_user_code.active = False
+        done.set()
+        watchdog.join()
+        signal.signal(_WATCHDOG_SIGNAL, previous)
+    if fired.is_set():  # past its time, though it swallowed the stop (an ``except BaseException`` of its own)
+        raise UserCodeError(over)
+    return value
+
+
+def _call_in_thread(fn: Callable[..., Any], args: tuple, kwargs: dict, seconds: float, over: str,
+                    exited: Callable[[Any], str]) -> Any:
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -84,19 +145,14 @@ def call_bounded(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
         except BaseException as err:  # noqa: BLE001 - handed to the caller, as a direct call would raise it
             box["error"] = err
 
-    os._exit = _guarded_exit  # idempotent; only a thread running your code is refused
-    seconds = _limit["seconds"]
     # A daemon thread: one that never returns (a network call with no timeout) cannot keep the process alive.
     thread = threading.Thread(target=target, name="aha-user-code", daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise UserCodeError(f"{what}: one call ran over {seconds:g} s and was abandoned (a network call with no "
-                            "timeout, or a judge that never answers?); make it return sooner, or raise "
-                            "user_code_timeout in the recipe")
+        raise UserCodeError(over.replace("was stopped", "was abandoned"))
     if "exit" in box:
-        raise UserCodeError(f"{what}: called exit({box['exit']!r}) inside a call: your code may not end the run "
-                            "(raise an exception to refuse)")
+        raise UserCodeError(exited(box["exit"]))
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -188,6 +244,8 @@ def local_files(path: Path, roots: list[Path] | None = None) -> list[Path]:
     reading the files, not running them."""
     path = path.resolve()
     roots = [r.resolve() for r in (roots or [])] or [path.parent]
+    if any(_installed(r) for r in roots):
+        return [path]  # a module of an installed package: its imports are the package's, not yours
     seen: dict[Path, None] = {}
     todo = [path]
     while todo:
@@ -217,13 +275,22 @@ def local_files(path: Path, roots: list[Path] | None = None) -> list[Path]:
     return sorted(seen)
 
 
+def _installed(folder: Path) -> bool:
+    """Is ``folder`` where installed packages or the standard library live (nothing of the user's)?"""
+    import sysconfig
+
+    places = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+              if (p := sysconfig.get_paths().get(key))}
+    return folder in places or folder.name in ("site-packages", "dist-packages")
+
+
 def reference_files(name: str) -> list[Path]:
     """Every file of yours that importing a reference runs: its file, the local modules it imports and, for a
     module reference, its packages' ``__init__.py``."""
     path = reference_file(name)
     where = name.split(":")[0]
     if where.endswith(".py"):
-        return local_files(path, [path.parent, Path.cwd()])
+        return local_files(path)  # modules beside it: what its folder holds, wherever it is run from
     parts, root = where.split("."), path.parent
     for _ in range(len(parts) if path.name == "__init__.py" else len(parts) - 1):
         root = root.parent  # the Python path entry the module was found under
@@ -236,12 +303,17 @@ def source_digest(name: str) -> str:
     files = sorted({f.resolve() for f in reference_files(name)})
     main = reference_file(name).resolve()
     if files == [main]:
-        return hashlib.sha256(main.read_bytes()).hexdigest()
+        return file_digest(name)
+    base = Path(os.path.commonpath([str(f.parent) for f in files]))  # names relative to it: the folder may move
     digest = hashlib.sha256()
     for f in files:
-        digest.update(str(f.relative_to(main.parent) if f.is_relative_to(main.parent) else f).encode() + b"\0")
-        digest.update(f.read_bytes() + b"\0")
+        digest.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def file_digest(name: str) -> str:
+    """The sha256 of the named file alone (what aha recorded before it hashed the modules a file imports)."""
+    return hashlib.sha256(reference_file(name).resolve().read_bytes()).hexdigest()
 
 
 def load_function(name: str) -> Callable[..., Any]:
@@ -433,8 +505,8 @@ def test_call(fn: Callable[..., Any], what: str, completions: list[str], columns
     try:
         if isinstance(fn, UserReward):
             fn._call(completions, keywords)  # as it scores in training, without the scoring one at a time
-        else:
-            checked_scores(call_bounded(what, fn, completions=completions, **keywords), n)
+        else:  # a layer of aha's, or a reward model (its batches are bounded; its loading, maybe a download, is not)
+            checked_scores(fn(completions=completions, **keywords), n)
     except UserCodeError:
         raise
     except TypeError as err:

@@ -1,5 +1,9 @@
 import importlib.util
 import os
+import subprocess
+import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -170,3 +174,118 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked ``first`` (the longest, the GPU recipes' rehearsals) run before all others, so on two workers
     a half-hour test never starts last and runs alone while the other worker idles."""
     items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: otherwise as collected
+
+
+# ----- kill points ---------------------------------------------------------------------------------------------
+# Kill points decided by events in the run itself, not by timing: the child process runs the real code with one
+# function of aha's or of transformers' wrapped so that, when it has done what the kill point names, it writes a
+# marker file and waits (to be killed, or for a second command to meet it). The test acts when the marker appears,
+# so the same thing is tested on an idle machine and on a loaded one.
+#
+# Kill points (``KILL_POINT``):
+# - ``rows:STAGE``: an evaluation in the run's stage STAGE has written its first chunk of rows;
+# - ``lines:N``: an evaluation's results file holds N rows or more after a chunk;
+# - ``checkpoint:STAGE``: the trainer of stage STAGE has saved checkpoint 2;
+# - ``preflight:``: the preflight has written its report (its stage not yet recorded);
+# - ``merged:``: the merged weights are written, their tokenizer not yet.
+
+
+
+KILL_PREAMBLE = """
+import os, sys, time
+from pathlib import Path
+point, marker = os.environ["KILL_POINT"], Path(os.environ["KILL_MARKER"])
+
+def pause():
+    with open(str(marker) + ".pids", "a") as fh:  # every process that waits here (a launch's ranks: each its own session)
+        fh.write(f"{os.getpid()}\\n")
+    marker.write_text(point)
+    time.sleep(3600)  # killed here
+
+def after(owner, name, when):
+    original = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if when(*args, **kwargs):
+            pause()
+        return out
+    setattr(owner, name, wrapped)
+
+def lines(path):
+    return len(Path(path).read_text().splitlines())
+
+kind, _, where = point.partition(":")
+if kind in ("rows", "lines"):
+    import aha.eval.runner as runner
+    after(runner, "_append_rows", lambda fd, path, rows: Path(path).parent.parent.name == where if kind == "rows"
+          else lines(path) >= int(where))
+elif kind == "checkpoint":
+    from transformers.trainer_callback import CallbackHandler
+    after(CallbackHandler, "on_save", lambda self, args, state, control:
+          state.global_step == 2 and Path(args.output_dir).parent.name == where)
+elif kind == "preflight":
+    import aha.recipes.training.preflight as preflight
+    after(preflight, "write_json", lambda path, value, *a, **k: Path(path).name == preflight.PREFLIGHT_FILE)
+elif kind == "merged":
+    from transformers import PreTrainedModel
+    after(PreTrainedModel, "save_pretrained", lambda self, folder, *a, **k: Path(folder).name == "merged")
+"""
+AHA_MAIN = KILL_PREAMBLE + "from aha.recipes.cli import main\nsys.exit(main())\n"  # `python -c AHA_MAIN run ...`
+
+
+def paused_at(point: str, marker: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """``python ARGS`` started in its own session and returned once it waits at ``point`` (it is then still
+    running: kill it with ``os.killpg``); a child that ends without reaching the point fails the test."""
+    marker.unlink(missing_ok=True)
+    Path(str(marker) + ".pids").unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, *args], env={**env, "KILL_POINT": point, "KILL_MARKER": str(marker)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while not marker.is_file() and proc.poll() is None:  # the event, or the child ending without it
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the child ended (exit {proc.returncode}) without reaching the kill point {point}"
+    return proc
+
+
+def kill_paused(proc: subprocess.Popen, marker: Path) -> None:
+    """SIGKILL the child's session and every process that waited at the kill point (a launch's ranks run in
+    sessions of their own), then wait until each is gone: the lock they held is free once this returns."""
+    import signal
+
+    pids = [int(line) for line in Path(str(marker) + ".pids").read_text().split()] if Path(
+        str(marker) + ".pids").is_file() else []
+    for kill in [lambda: os.killpg(proc.pid, signal.SIGKILL), *[lambda pid=pid: os.kill(pid, signal.SIGKILL)
+                                                                 for pid in pids]]:
+        try:
+            kill()
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    for pid in pids:  # gone, or a zombie (its files, and so its lock, already closed)
+        while Path(f"/proc/{pid}").exists() and "\nState:\tZ" not in _status(pid):
+            time.sleep(0.05)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "\nState:\tZ"
+
+
+def every_process(folder: Path) -> str:
+    """A folder holding a ``sitecustomize.py`` that arms the kill point in every Python process started with it on
+    ``PYTHONPATH`` (a launch's ranks too), where ``KILL_POINT`` is set. Returns the PYTHONPATH value."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "\n".join("    " + line for line in KILL_PREAMBLE.strip().splitlines())
+    (folder / "sitecustomize.py").write_text(f"import os\nif os.environ.get('KILL_POINT'):\n{body}\n")
+    return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+@pytest.fixture
+def kill_points():
+    """What a test needs to stop a child at a kill point: ``preamble`` (prepend it to a script),
+    ``aha_main`` (``python -c aha_main run ...``), ``paused_at(point, marker, args, env)``,
+    ``every_process(folder)`` (a PYTHONPATH that arms the point in every process, for launches) and
+    ``kill(proc, marker)`` (the child and every process waiting at the point, gone when it returns)."""
+    return types.SimpleNamespace(preamble=KILL_PREAMBLE, aha_main=AHA_MAIN, paused_at=paused_at,
+                                 every_process=every_process, kill=kill_paused)

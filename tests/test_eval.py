@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -123,17 +121,16 @@ evaluate(backend, make_arith(12, seed=5), sys.argv[2], "unsloth", Sampling(max_n
 """
 
 
-def test_resume_after_kill_gives_same_metrics(tiny_qwen3, tmp_path):
+def test_resume_after_kill_gives_same_metrics(tiny_qwen3, tmp_path, kill_points):
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_qwen3), str(killed)])
+    paused = tmp_path / "paused.py"
+    paused.write_text(kill_points.preamble + RESUME_SCRIPT)  # waits once 4 of the 12 rows are written: killed there
+    proc = kill_points.paused_at("lines:4", tmp_path / "reached", [str(paused), str(tiny_qwen3), str(killed)],
+                                 dict(os.environ))
     samples = killed / "samples.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not samples.exists() or len(samples.read_text().splitlines()) < 4):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_points.kill(proc, tmp_path / "reached")
     lines_at_kill = len(samples.read_text().splitlines())
     assert 4 <= lines_at_kill < 12, "the run must be killed mid-way"
     with open(samples, "a") as fh:

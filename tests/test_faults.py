@@ -7,10 +7,8 @@ machine lets root mount one)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -42,69 +40,26 @@ def _done(run):
         return {}
 
 
-# Where to kill, in stage order, decided by events in the run itself, not by timing: the child process is the
-# real ``aha run`` with one of aha's or transformers' functions wrapped so that, at the kill point, it says so
-# (a marker file) and waits to be killed; the test kills it when the marker appears, whatever the machine's load.
-_PAUSE = """
-import os, sys, time
-from pathlib import Path
-point, marker = os.environ["KILL_POINT"], Path(os.environ["KILL_MARKER"])
-
-def pause():
-    marker.write_text(point)
-    time.sleep(3600)  # killed here
-
-def after(module, name, when):
-    original = getattr(module, name)
-    def wrapped(*args, **kwargs):
-        out = original(*args, **kwargs)
-        if when(*args, **kwargs):
-            pause()
-        return out
-    setattr(module, name, wrapped)
-
-kind, _, where = point.partition(":")
-if kind == "rows":  # an evaluation stage has written its first chunk of rows
-    import aha.eval.runner as runner
-    after(runner, "_append_rows", lambda fd, path, rows: Path(path).parent.parent.name == where)
-elif kind == "checkpoint":  # a trainer has saved checkpoint 2 of its stage
-    from transformers.trainer_callback import CallbackHandler
-    after(CallbackHandler, "on_save", lambda self, args, state, control:
-          state.global_step == 2 and Path(args.output_dir).parent.name == where)
-elif kind == "preflight":  # the preflight has written its report; its stage is not yet recorded
-    import aha.recipes.training.preflight as preflight
-    after(preflight, "write_json", lambda path, value, *a, **k: Path(path).name == preflight.PREFLIGHT_FILE)
-elif kind == "merged":  # the merged weights are written, their tokenizer not yet
-    from transformers import PreTrainedModel
-    after(PreTrainedModel, "save_pretrained", lambda self, folder, *a, **k: Path(folder).name == "merged")
-from aha.recipes.cli import main
-sys.exit(main())
-"""
+# Where to kill, in stage order, decided by events in the run itself (conftest.py, kill points), not by timing.
 KILL_POINTS = ["rows:eval-before", "checkpoint:sft", "rows:eval-after-sft", "preflight:", "checkpoint:grpo",
                "rows:eval-after", "merged:"]
 
 
-def test_killed_in_every_stage_ends_as_an_uninterrupted_run(tmp_path):
+def test_killed_in_every_stage_ends_as_an_uninterrupted_run(tmp_path, kill_points):
     env = _env(tmp_path)
     ref, run, marker = tmp_path / "ref", tmp_path / "run", tmp_path / "reached"
     done = subprocess.run(_aha("run", *SMOKE, "--out", str(ref)), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     refused_once = False
     for point in KILL_POINTS:
-        marker.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-c", _PAUSE, "run", *SMOKE, "--out", str(run)],
-                                env={**env, "KILL_POINT": point, "KILL_MARKER": str(marker)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        while not marker.is_file() and proc.poll() is None:  # the event, or the run ending without it
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended without reaching the kill point: {point}"
+        proc = kill_points.paused_at(point, marker, ["-c", kill_points.aha_main, "run", *SMOKE, "--out", str(run)],
+                                     env)
         if not refused_once:  # a second writer, while the first one runs
             second = subprocess.run(_aha("run", *SMOKE, "--out", str(run)), env=env, capture_output=True, text=True,
                                     timeout=300)
             assert second.returncode == 2 and f"is in use by another aha process (pid {proc.pid})" in second.stderr
             refused_once = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_points.kill(proc, marker)
     assert refused_once
     done = subprocess.run(_aha("run", *SMOKE, "--out", str(run)), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -3,7 +3,6 @@ the shipped accelerate configs, the global batch, and TRL's vLLM server mode."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -168,7 +167,7 @@ def _whole_adapter(adapter):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_deepspeed_on_cpu_processes(stage, tmp_path):
+def test_deepspeed_on_cpu_processes(stage, tmp_path, kill_points):
     """DeepSpeed ZeRO-2 and ZeRO-3 with the shipped configs as a user runs them (unedited: aha
     passes the precision its rule picks, no on CPU processes), end to end: one report,
     evaluations once, whole adapters; ZeRO-3 is also killed during GRPO and resumed to the end."""
@@ -177,18 +176,19 @@ def test_deepspeed_on_cpu_processes(stage, tmp_path):
     command = [sys.executable, "-m", "aha.recipes.cli", "run", *SMOKE, "--set", "grpo.max_steps=4", "--out", str(out),
                "--launch", "accelerate", "--config", stage, "--num-processes", "2", *NO_VERIFY]
     env = {**_env(), "DS_ACCELERATOR": "cpu"}
-    if stage == "zero3":
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    if stage == "zero3":  # killed once GRPO's ranks have saved checkpoint 2 (every rank waits there: an event)
+        marker = tmp_path / "reached"
+        armed = {**env, "PYTHONPATH": kill_points.every_process(tmp_path / "site"), "KILL_POINT": "checkpoint:grpo",
+                 "KILL_MARKER": str(marker)}
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=armed,
                                 start_new_session=True)
-        deadline = time.time() + 600
         try:
-            while time.time() < deadline and not list((out / "grpo" / "checkpoints").glob(
-                    "checkpoint-*/trainer_state.json")) and proc.poll() is None:
+            while not marker.is_file() and proc.poll() is None:
                 time.sleep(0.5)
-            assert list((out / "grpo" / "checkpoints").glob("checkpoint-*")), "GRPO never wrote a checkpoint"
+            assert proc.poll() is None and list((out / "grpo" / "checkpoints").glob("checkpoint-2")), \
+                "GRPO ended without saving checkpoint 2"
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_points.kill(proc, marker)  # the launcher's session and each rank (torch starts them in their own)
         assert "grpo" not in json.loads((out / "state.json").read_text())["stages"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -76,7 +76,7 @@ def _cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     return [
         # your reward functions: bounded in time, never ending the run, options checked by name
         (run(_example(tmp_path, reward("import time\ndef fn(completions, **kw):\n    time.sleep(600)\n"), **fast)),
-         "reward fn: one call ran over 2 s and was abandoned"),
+         "reward fn: one call ran over 2 s and was stopped"),
         (run(_example(tmp_path, reward("import sys\ndef fn(completions, **kw):\n    sys.exit(0)\n"))),
          "reward fn: called exit(0) inside a call: your code may not end the run"),
         (run(_example(tmp_path, reward("import os\ndef fn(completions, **kw):\n    os._exit(0)\n"))),
@@ -108,9 +108,7 @@ def _cases(tmp_path: Path) -> list[tuple[list[str], str]]:
          "returned None for answer '240'; a grader returns True or False"),
         (run(_example(tmp_path, task=grader("def fn(answer):\n    return True\n"))),
          "raised TypeError: fn() takes 1 positional argument but 2 were given"),
-        (run(_example(tmp_path, task=grader("def fn(answer, gold):\n    return False\n"))),
-         "says the gold '240' of units-u000 is wrong when it is the answer"),
-        (evaluate(sleepy_grader, "--user-code-timeout", "2"), "one call ran over 2 s and was abandoned"),
+        (evaluate(sleepy_grader, "--user-code-timeout", "2"), "one call ran over 2 s and was stopped"),
         # your task's data
         (evaluate(listed_id), "listed.jsonl: row 1: its id (k) is list '[1, 2]'; an id is a text or a whole number"),
         (evaluate(task_file("surrogate.yaml", {"file": surrogate, "question": "q", "answer": "a"})),

@@ -1,6 +1,7 @@
 """The installed layout: four subpackages under ``aha`` and nothing else at the top level."""
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -157,8 +158,9 @@ def _recipes_layer(module: str) -> int | None:
     if parts[:2] != ["aha", "recipes"]:
         return None
     name = parts[2] if len(parts) > 2 else "api"  # the package's own __init__ is the API's front door
-    # seeds runs whole recipes through the API; a rehearsal is a recipe's mapping rewritten before the API loads it
-    return RECIPES_LAYERS.index("api" if name in ("seeds", "rehearsal") else name)
+    # seeds runs whole recipes through the API; a rehearsal is a recipe's mapping rewritten before the API loads it;
+    # the reference docs read every registry, as the API does
+    return RECIPES_LAYERS.index("api" if name in ("seeds", "rehearsal", "reference") else name)
 
 
 def test_recipes_layers_point_one_way():
@@ -167,3 +169,12 @@ def test_recipes_layers_point_one_way():
               if _recipes_layer(module) is not None and _recipes_layer(target) is not None
               and _recipes_layer(target) > _recipes_layer(module)]
     assert climbs == [], climbs
+
+
+def test_the_reference_docs_are_what_the_registries_say():
+    """docs/reference.md (tasks, reward layers, formats, stages, recipe keys) is written from the registries:
+    rewrite it with `python -m aha.recipes.reference > docs/reference.md` after changing one."""
+    from aha.recipes.reference import reference
+
+    shipped = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
+    assert shipped == reference(), "rewrite it: python -m aha.recipes.reference > docs/reference.md"

@@ -104,24 +104,20 @@ def _aha(*args):
     return [sys.executable, "-c", "import sys; from aha.recipes.cli import main; sys.exit(main())", *args]
 
 
-def test_one_writer_per_folder_and_a_dead_holders_lock_is_taken_over(tmp_path):
+def test_one_writer_per_folder_and_a_dead_holders_lock_is_taken_over(tmp_path, kill_points):
     out = tmp_path / "ev"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     args = ["eval", "--model", "builtin:tiny-qwen3", "--task", "arith", "--limit", "24", "--max-new-tokens", "48",
             "--batch-size", "1", "--out", str(out)]
-    first = subprocess.Popen(_aha(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = kill_points.paused_at("lines:1", tmp_path / "reached", ["-c", kill_points.aha_main, *args], env)  # it holds the lock, writing
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (out / "samples.jsonl").is_file():
-            time.sleep(0.2)
         second = subprocess.run(_aha(*args), env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert second.stderr.strip().splitlines()[-1] == (
             f"aha: error: {out} is in use by another aha process (pid {first.pid}): wait for it to end, or write "
             "somewhere else with --out")
     finally:
-        first.kill()  # SIGKILL: no chance to release anything
-        first.wait()
+        kill_points.kill(first, tmp_path / "reached")  # SIGKILL: no chance to release anything
     done = subprocess.run(_aha(*args), env=env, capture_output=True, text=True, timeout=600)  # resumes
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"took over the lock of pid {first.pid}, which is no longer running" in done.stderr

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from aha.formats import InputError, user_path
+from aha.rewards.references import USER_CODE_TIMEOUT_MAX
 
 # Twins: a real model's architecture (cut down, random weights), tokenizer, chat template and generation settings,
 # from its published files in recipes/twins/<folder> (training.models.build_twin); a rehearsal runs on them.
@@ -390,7 +391,7 @@ class Recipe:
                                     "or heldout for training rows) or a task YAML file; data.task, sft.task and "
                                     "eval.tasks may name them", factory=dict)
     user_code_timeout: StrictFloat = setting(
-        120.0, gt=0, help="seconds one call of your own code may take (a reward function's batch, a grader's verdict, "
+        120.0, gt=0, le=USER_CODE_TIMEOUT_MAX, help="seconds one call of your own code may take (a reward function's batch, a grader's verdict, "
         "a reward model's batch); past it the run stops, naming the call")
     source_dir: Path | None = derived("the folder the recipe was read from: its relative paths resolve there")
 

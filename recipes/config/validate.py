@@ -141,7 +141,8 @@ def check_rewards(recipe: Recipe, fmt: Any, base_dir: Path | None) -> None:
     function found in its file without running it (``--dry-run`` lists the files), its source hashed
     (a recorded hash that differs is refused), and no two rewards logging under one name."""
     from aha.rewards import get_reward
-    from aha.rewards.references import check_reference, function_digest, is_reference, resolve_reference, source_digest
+    from aha.rewards.references import (check_reference, file_digest, function_digest, is_reference, resolve_reference,
+                                        source_digest)
 
     labels: dict[str, int] = {}
     for i, spec in enumerate(recipe.grpo.rewards):
@@ -153,6 +154,10 @@ def check_rewards(recipe: Recipe, fmt: Any, base_dir: Path | None) -> None:
                 spec.name = resolve_reference(spec.name, base_dir)
                 path, digest, label = check_reference(spec.name), source_digest(spec.name), spec.name.split(":")[1]
                 if spec.sha256 and spec.sha256 != digest:
+                    if spec.sha256 == file_digest(spec.name):  # an older aha's record: the file alone, not its modules
+                        raise RecipeError(f"{where}: {path} was recorded by an older aha, which hashed the file alone, "
+                                          "not the modules of yours it imports: aha cannot vouch they are unchanged; "
+                                          "put sha256 back to empty to record the file and its modules")
                     raise RecipeError(f"{where}: {path} has changed since this recipe recorded it (sha256 {spec.sha256[:12]} "
                                       f"then, {digest[:12]} now); put sha256 back to empty to take the new file")
                 spec.sha256 = digest

@@ -240,6 +240,8 @@ class _EngineGenerator:
         params = [vllm_sampling_params(sampling) for texts, sampling, _ in requests for _ in texts]
         outputs = generations_from_vllm(model.fast_generate(prompts, sampling_params=params,
                                                             lora_request=self._request, use_tqdm=False))
+        if len(outputs) != len(prompts):  # rows would shift into another evaluation's
+            raise RuntimeError(f"Unsloth's vLLM engine answered {len(outputs)} of {len(prompts)} prompts")
         out = []
         for texts, _, _ in requests:
             out.append(outputs[:len(texts)])
