@@ -46,10 +46,10 @@ def rewards_table() -> list[str]:
 
 
 def formats_table() -> list[str]:
-    from aha.formats import FORMATS
+    from aha.formats.builtin import BUILTIN_FORMATS  # the shipped ones (a process may register its own)
 
     lines = [_row("format", "reasoning tags", "answer", "system prompt"), _row(*["---"] * 4)]
-    for f in FORMATS.values():
+    for f in BUILTIN_FORMATS:
         tags = f"`{f.reasoning_start}` ... `{f.reasoning_end}`" if f.reasoning_start else "none"
         answer = {"tags": f"`{f.answer_start}` ... `{f.answer_end}`", "boxed": "last `\\boxed{}`",
                   "answer_line": "last `Answer:` line"}.get(f.answer_style, f.answer_style)
