@@ -298,13 +298,7 @@ class VLLMBackend:
                                 "its log above says why). On a CPU the usual cause is a step longer than "
                                 "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (default 300): set it higher, lower the batch "
                                 "size, or use the hf backend; re-running the same command resumes") from None
-        generations, out = generations_from_vllm(outputs), []
-        if len(generations) != len(prompts):  # rows would shift into another evaluation's
-            raise EngineStalled(f"the vLLM engine answered {len(generations)} of {len(prompts)} prompts")
-        for texts, _, _ in requests:
-            out.append(generations[:len(texts)])
-            generations = generations[len(texts):]
-        return out
+        return per_request(generations_from_vllm(outputs), requests, "the vLLM engine")
 
     def close(self) -> None:
         """Stop the engine (its worker process and memory) now rather than at exit."""
@@ -412,6 +406,18 @@ def vllm_sampling_params(sampling: Sampling):
     return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=max(sampling.top_k, 0), min_p=sampling.min_p,
                           max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+
+
+def per_request(generations: list[Any], requests: list[tuple[list[str], Any, Any]], engine: str) -> list[list[Any]]:
+    """One engine call's answers (in prompt order) handed back to the requests whose prompts it joined; an engine
+    that answered another number of prompts is refused (rows would shift into another evaluation's)."""
+    if len(generations) != sum(len(texts) for texts, _, _ in requests):
+        raise EngineStalled(f"{engine} answered {len(generations)} of {sum(len(t) for t, _, _ in requests)} prompts")
+    out, start = [], 0
+    for texts, _, _ in requests:
+        out.append(generations[start:start + len(texts)])
+        start += len(texts)
+    return out
 
 
 def generations_from_vllm(outputs: Any) -> list[list[Generation]]:

@@ -171,8 +171,8 @@ class _Running:
         if len({p.id for p in self.problems}) != len(self.problems):
             raise InputError("problem ids are not unique")
         self.backend_name = getattr(backend, "name", type(backend).__name__)
-        print_ = {**fingerprint(self.fmt, self.sampling, self.backend_name, self.adapter, self.meta),
-                  **asking(self.fmt, self.problems)}
+        self.asked = asking(self.fmt, self.problems)  # once: it hashes your grader's files
+        print_ = {**fingerprint(self.fmt, self.sampling, self.backend_name, self.adapter, self.meta), **self.asked}
         _check_resumable(self.out, self.done, self.problems, print_)
         write_json(self.out / FINGERPRINT_FILE, print_)
         _rewrite_clean(self.samples_path, [self.done[p.id] for p in self.problems if p.id in self.done])
@@ -197,7 +197,7 @@ class _Running:
         summary = {
             "results": summarize(rows),
             "config": {"format": self.fmt.name, "adapter": self.adapter, "backend": self.backend_name,
-                       "sampling": vars(self.sampling), "grader": "numeric", **asking(self.fmt, self.problems),
+                       "sampling": vars(self.sampling), "grader": "numeric", **self.asked,
                        **self.meta},
             "versions": versions(),
             "timing": {"seconds_this_run": round(seconds, 3), "generated_this_run": self.generated},

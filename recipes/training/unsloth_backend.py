@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from aha.eval import Generation, HFBackend, Sampling
-from aha.eval.backends import check_lengths, generations_from_vllm, shutdown_engine_core, vllm_sampling_params
+from aha.eval.backends import (check_lengths, generations_from_vllm, per_request, shutdown_engine_core,
+                               vllm_sampling_params)
 
 from ..config.machine import resolve_dtype, vllm_problem
 from ..config.schema import Recipe, RecipeError
@@ -238,15 +239,8 @@ class _EngineGenerator:
             self._request = model.load_lora(self.adapter)
         prompts = [p for texts, _, _ in requests for p in texts]
         params = [vllm_sampling_params(sampling) for texts, sampling, _ in requests for _ in texts]
-        outputs = generations_from_vllm(model.fast_generate(prompts, sampling_params=params,
-                                                            lora_request=self._request, use_tqdm=False))
-        if len(outputs) != len(prompts):  # rows would shift into another evaluation's
-            raise RuntimeError(f"Unsloth's vLLM engine answered {len(outputs)} of {len(prompts)} prompts")
-        out = []
-        for texts, _, _ in requests:
-            out.append(outputs[:len(texts)])
-            outputs = outputs[len(texts):]
-        return out
+        outputs = model.fast_generate(prompts, sampling_params=params, lora_request=self._request, use_tqdm=False)
+        return per_request(generations_from_vllm(outputs), requests, "Unsloth's vLLM engine")
 
 
 class _ModelGenerator:
